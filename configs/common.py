@@ -1,0 +1,63 @@
+"""Sections every experiment config shares, with neutral defaults."""
+
+import ml_collections
+
+
+def optimizer(learning_rate: float) -> ml_collections.ConfigDict:
+  """One network's optimizer: SGD, optional (Nesterov) momentum, warmup + schedule."""
+  return ml_collections.ConfigDict({
+      "learning_rate": learning_rate,  # peak learning rate
+      "momentum": 0.0,                 # 0 = plain SGD
+      "nesterov": False,               # Nesterov momentum (needs momentum > 0)
+      "weight_decay": 0.0,             # on kernels only, never biases or BatchNorm
+      "warmup_steps": 0,               # linear warmup from 0
+      "schedule": "constant",          # after warmup: constant | cosine (to 0)
+      "grad_clip_norm": 0.0,           # global-norm clipping; 0 = none
+  })
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every section with defaults; experiment configs override what differs."""
+  c = ml_collections.ConfigDict()
+  c.method = "mpl"              # supervised | pseudo_labels | uda | mpl
+  c.seed = 0                    # drives data draws, labeled selection, init, sampling
+  c.num_steps = 1000            # steps of the method (pseudo labels: student steps)
+  c.log_every_steps = 100       # metrics to TensorBoard and the console
+  c.print_progress = True       # print a progress line at every log step
+  c.label_smoothing = 0.0       # epsilon on every supervised and pseudo-label target
+
+  c.teacher = optimizer(0.1)    # MPL's and pseudo labels' teacher
+  c.student = optimizer(0.1)    # the evaluated network (the only one for supervised, uda)
+  c.student.wait_steps = 0      # student learning rate is 0 for this many steps
+  c.student.ema_decay = 0.0     # EMA of the student's params/stats; 0 = EMA equals student
+
+  c.uda = ml_collections.ConfigDict({
+      "weight": 0.0,            # lambda_uda on the consistency loss; 0 = off
+      "ramp_steps": 1,          # the weight ramps linearly over this many steps
+      "temperature": 1.0,       # tau: sharpening of the weak-view targets
+      "threshold": 0.0,         # kappa: confidence mask on the weak-view targets
+  })
+  c.mpl = ml_collections.ConfigDict({
+      "estimator": "reinforce",  # reinforce | meta | off
+      "reward": "dot",           # reinforce reward: dot (first order) | taylor (exact diff)
+      "labels": "auto",          # sample | argmax | soft; auto = soft for meta, else sample
+      "baseline_decay": 0.0,     # moving reward baseline decay (0.99 typical); 0 = off
+      "feedback_weight": 1.0,    # weight of the feedback term in the teacher's loss
+      "log_grad_parts": True,    # log |grad| of each teacher loss part (one batched vjp)
+  })
+  c.pseudo_labels = ml_collections.ConfigDict({
+      "teacher_steps": 1000,     # supervised steps of the fixed teacher, before the student
+      "targets": "argmax",       # argmax | sample | soft labels from the fixed teacher
+  })
+  c.eval = ml_collections.ConfigDict({
+      "every_steps": 1000,       # evaluate student (+ EMA, teacher) this often
+      "batch_size": 1000,        # eval batch (padded); must divide by the device count
+  })
+  c.checkpoint = ml_collections.ConfigDict({
+      "every_steps": 1000,       # save this often and at the end
+      "max_to_keep": 2,          # older checkpoints are deleted
+  })
+  c.mesh = ml_collections.ConfigDict({
+      "num_devices": 0,          # data-parallel devices; 0 = all
+  })
+  return c

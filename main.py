@@ -1,0 +1,37 @@
+"""Trains one experiment: python main.py --config=configs/<experiment>.py --workdir=DIR."""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  # Keep TensorFlow (used by input pipelines and writers) off any GPU/TPU JAX uses.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  import jax  # pylint: disable=g-import-not-at-top
+  if os.environ.get("MPL_JAX_DISTRIBUTED"):
+    jax.distributed.initialize()
+  from mpl_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from mpl_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from mpl_jax import train  # pylint: disable=g-import-not-at-top
+  try:
+    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config_checks.ConfigError, checkpointing.IncompatibleCheckpointError,
+          train.NonFiniteError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(" ".join(f"{k}={v:.4f}" for k, v in sorted(result.eval_metrics.items())))
+
+
+if __name__ == "__main__":
+  app.run(main)

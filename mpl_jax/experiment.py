@@ -1,0 +1,118 @@
+"""From a config to what the loop runs: data, networks, step dependencies and phases."""
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mpl_jax import data as data_lib
+from mpl_jax import estimators
+from mpl_jax import models
+from mpl_jax import optim
+from mpl_jax import step as step_lib
+from mpl_jax.state import EmaState, TrainState, init_net, make_apply
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """`num_steps` consecutive global steps run by one step function."""
+
+  name: str
+  num_steps: int
+  step_fn: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  dataset: data_lib.Dataset
+  deps: step_lib.StepDeps
+  phases: tuple[Phase, ...]
+  init_fn: Callable[[jax.Array], TrainState]
+  has_teacher: bool
+
+  @property
+  def total_steps(self) -> int:
+    return sum(p.num_steps for p in self.phases)
+
+  def phase_at(self, step: int) -> Phase:
+    end = 0
+    for phase in self.phases:
+      end += phase.num_steps
+      if step < end:
+        return phase
+    raise IndexError(f"step {step} is past the last phase")
+
+
+def build(config) -> Experiment:
+  """Builds data, models, optimizers and step functions for `config` (already validated)."""
+  dataset = data_lib.build(config.data, config.seed)
+  method = config.method
+  has_teacher = method in ("mpl", "pseudo_labels")
+  teacher_steps = config.pseudo_labels.teacher_steps if method == "pseudo_labels" else 0
+  total = config.num_steps + teacher_steps
+
+  module = models.build(config.model, dataset.num_classes)
+  student_cfg = dict(config.student)
+  # The pseudo-labels student waits while its teacher trains.
+  student_cfg["wait_steps"] = config.student.wait_steps + teacher_steps
+  student_tx, student_lr = optim.make_optimizer(student_cfg, total)
+  student = step_lib.Network(make_apply(module), student_tx, student_lr)
+  teacher = None
+  if has_teacher:
+    teacher_tx, teacher_lr = optim.make_optimizer(
+        dict(config.teacher), teacher_steps or total)
+    teacher = step_lib.Network(make_apply(module), teacher_tx, teacher_lr)
+
+  mpl = config.mpl
+  deps = step_lib.StepDeps(
+      student=student, teacher=teacher, num_classes=dataset.num_classes,
+      label_smoothing=config.label_smoothing, ema_decay=config.student.ema_decay,
+      uda=step_lib.UdaSettings(weight=config.uda.weight, ramp_steps=config.uda.ramp_steps,
+                               temperature=config.uda.temperature,
+                               threshold=config.uda.threshold),
+      mpl=step_lib.MplSettings(
+          estimator=mpl.estimator, reward=mpl.reward,
+          labels=estimators.resolve_labels(mpl.estimator, mpl.labels),
+          baseline_decay=mpl.baseline_decay, feedback_weight=mpl.feedback_weight,
+          log_grad_parts=mpl.log_grad_parts),
+      pseudo_label_kind=config.pseudo_labels.targets)
+
+  bind = lambda fn: functools.partial(fn, deps=deps)
+  if method == "supervised":
+    phases = (Phase("supervised", config.num_steps, bind(step_lib.supervised_step)),)
+  elif method == "uda":
+    phases = (Phase("uda", config.num_steps, bind(step_lib.uda_step)),)
+  elif method == "pseudo_labels":
+    phases = (Phase("teacher", teacher_steps, bind(step_lib.teacher_pretrain_step)),
+              Phase("pseudo_labels", config.num_steps, bind(step_lib.pseudo_label_step)))
+  else:
+    phases = (Phase("mpl", config.num_steps, bind(step_lib.mpl_step)),)
+
+  sample = jnp.zeros((1,) + dataset.input_shape, jnp.float32)
+
+  def init_fn(rng: jax.Array) -> TrainState:
+    rng_student, rng_teacher = jax.random.split(rng)
+    student_net = init_net(module, student_tx, rng_student, sample)
+    teacher_net = init_net(module, teacher.tx, rng_teacher, sample) if has_teacher else None
+    ema = EmaState(params=jax.tree.map(jnp.copy, student_net.params),
+                   model_state=jax.tree.map(jnp.copy, student_net.model_state))
+    return TrainState(step=jnp.zeros((), jnp.int32), student=student_net, student_ema=ema,
+                      teacher=teacher_net, reward_baseline=jnp.zeros((), jnp.float32))
+
+  return Experiment(dataset=dataset, deps=deps, phases=phases, init_fn=init_fn,
+                    has_teacher=has_teacher)
+
+
+def batch_sizes(dataset: data_lib.Dataset) -> dict[str, int]:
+  src = dataset.source
+  return {"data.labeled_batch_size": src.labeled_batch_size,
+          "data.unlabeled_batch_size": src.unlabeled_batch_size}
+
+
+def grid_logits(experiment: Experiment, params, model_state, points: np.ndarray) -> np.ndarray:
+  """Eval-mode logits of a network on arbitrary points (for decision-boundary plots)."""
+  return np.asarray(step_lib.predict(experiment.deps.student.apply, params, model_state,
+                                     jnp.asarray(points)))

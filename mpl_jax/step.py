@@ -1,0 +1,319 @@
+"""Pure train steps: (state, batch, rng, *, deps) -> (state, metrics).
+
+No TensorFlow, clu or ml_collections here: these functions run on any JAX install. They
+are jit-compiled once, in `mpl_jax.train`, with shardings and the state donated.
+
+A batch is a dict of arrays: `labeled_x`, `labeled_y`, `unlabeled_weak`,
+`unlabeled_strong`, and optionally `unlabeled_y` (true labels of the "unlabeled" data,
+used only for the logged pseudo-label accuracy, never for training).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mpl_jax import estimators
+from mpl_jax import losses
+from mpl_jax.state import ApplyFn, NetState, TrainState, ema_update, tree_norm
+
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """What a step needs to know about one network: how to run it and how to update it."""
+
+  apply: ApplyFn
+  tx: optax.GradientTransformation
+  learning_rate: optax.Schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class UdaSettings:
+  weight: float = 0.0        # lambda_uda; 0 turns the consistency loss off
+  ramp_steps: int = 1        # the weight ramps linearly from 0 over this many steps
+  temperature: float = 1.0   # tau, sharpening of the weak-view targets
+  threshold: float = 0.0     # kappa, confidence mask on the weak-view targets
+
+
+@dataclasses.dataclass(frozen=True)
+class MplSettings:
+  estimator: str = "reinforce"  # reinforce | meta | off
+  reward: str = "dot"           # dot | taylor (reinforce only)
+  labels: str = "sample"        # sample | argmax | soft
+  baseline_decay: float = 0.0   # moving reward baseline decay beta; 0 turns it off
+  feedback_weight: float = 1.0  # weight of the feedback term in the teacher's loss
+  log_grad_parts: bool = False  # log the norm of each part of the teacher's gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDeps:
+  """The static dependencies of the steps, bound with functools.partial."""
+
+  student: Network
+  teacher: Network | None
+  num_classes: int
+  label_smoothing: float = 0.0
+  ema_decay: float = 0.0
+  uda: UdaSettings = UdaSettings()
+  mpl: MplSettings = MplSettings()
+  pseudo_label_kind: str = "argmax"  # the pseudo-labels baseline's targets
+
+
+def _apply_grads(net: NetState, grads, network: Network, model_state) -> NetState:
+  updates, opt_state = network.tx.update(grads, net.opt_state, net.params)
+  return NetState(params=optax.apply_updates(net.params, updates),
+                  model_state=model_state, opt_state=opt_state)
+
+
+def _finish(state: TrainState, deps: StepDeps, *, student: NetState,
+            teacher: NetState | None = None, baseline: jax.Array | None = None) -> TrainState:
+  """Advances the step and the student's EMA."""
+  return state.replace(
+      step=state.step + 1,
+      student=student,
+      student_ema=ema_update(state.student_ema, student, deps.ema_decay),
+      teacher=state.teacher if teacher is None else teacher,
+      reward_baseline=state.reward_baseline if baseline is None else baseline)
+
+
+def _net_metrics(prefix: str, net: NetState, grads, lr: jax.Array) -> Metrics:
+  return {f"{prefix}/grad_norm": tree_norm(grads), f"{prefix}/param_norm": tree_norm(net.params),
+          f"{prefix}/learning_rate": lr}
+
+
+def uda_weight(step: jax.Array, uda: UdaSettings) -> jax.Array:
+  """lambda_uda * min(1, step / ramp_steps)."""
+  ramp = jnp.minimum(1.0, step.astype(jnp.float32) / max(uda.ramp_steps, 1))
+  return uda.weight * ramp
+
+
+def _supervised_update(net: NetState, network: Network, x, y, rng, step, deps: StepDeps,
+                       prefix: str) -> tuple[NetState, Metrics]:
+  """One optimizer step on smoothed CE over a labeled batch."""
+  targets = losses.smooth(losses.one_hot(y, deps.num_classes), deps.label_smoothing)
+
+  def loss_fn(params):
+    logits, model_state = network.apply(params, net.model_state, x, train=True, rng=rng)
+    return losses.mean_cross_entropy(targets, logits), (logits, model_state)
+
+  (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+  new_net = _apply_grads(net, grads, network, model_state)
+  metrics = {f"{prefix}/loss_labeled": loss, f"{prefix}/accuracy_labeled": losses.accuracy(logits, y),
+             **_net_metrics(prefix, new_net, grads, network.learning_rate(step))}
+  return new_net, metrics
+
+
+def supervised_step(state: TrainState, batch, rng, *, deps: StepDeps
+                    ) -> tuple[TrainState, Metrics]:
+  """Supervised baseline: the student learns from the labeled batch only."""
+  rng = jax.random.fold_in(rng, state.step)
+  student, metrics = _supervised_update(state.student, deps.student, batch["labeled_x"],
+                                        batch["labeled_y"], rng, state.step, deps, "student")
+  return _finish(state, deps, student=student), metrics
+
+
+def teacher_pretrain_step(state: TrainState, batch, rng, *, deps: StepDeps
+                          ) -> tuple[TrainState, Metrics]:
+  """Pseudo-labels baseline, phase 1: the teacher learns from the labeled batch."""
+  rng = jax.random.fold_in(rng, state.step)
+  teacher, metrics = _supervised_update(state.teacher, deps.teacher, batch["labeled_x"],
+                                        batch["labeled_y"], rng, state.step, deps, "teacher")
+  return state.replace(step=state.step + 1, teacher=teacher), metrics
+
+
+def _split3(logits, n_labeled, n_unlabeled):
+  return (logits[:n_labeled], logits[n_labeled:n_labeled + n_unlabeled],
+          logits[n_labeled + n_unlabeled:])
+
+
+def _sup_uda_loss(logits, y_onehot_smoothed, n_labeled, n_unlabeled, weight, uda: UdaSettings):
+  """Supervised CE on the labeled part + weight * UDA consistency on the unlabeled parts."""
+  t_l, t_w, t_s = _split3(logits, n_labeled, n_unlabeled)
+  sup = losses.mean_cross_entropy(y_onehot_smoothed, t_l)
+  if uda.weight > 0:
+    uda_loss, mask_rate = losses.uda_consistency(t_w, t_s, temperature=uda.temperature,
+                                                 threshold=uda.threshold)
+  else:
+    uda_loss, mask_rate = jnp.zeros(()), jnp.zeros(())
+  return sup + weight * uda_loss, (sup, uda_loss, mask_rate)
+
+
+def uda_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainState, Metrics]:
+  """UDA baseline: one network, supervised CE + ramped consistency on unlabeled views."""
+  rng = jax.random.fold_in(rng, state.step)
+  n_l, n_u = batch["labeled_x"].shape[0], batch["unlabeled_weak"].shape[0]
+  inputs = jnp.concatenate([batch["labeled_x"], batch["unlabeled_weak"],
+                            batch["unlabeled_strong"]])
+  targets = losses.smooth(losses.one_hot(batch["labeled_y"], deps.num_classes),
+                          deps.label_smoothing)
+  weight = uda_weight(state.step, deps.uda)
+  net = state.student
+
+  def loss_fn(params):
+    logits, model_state = deps.student.apply(params, net.model_state, inputs, train=True, rng=rng)
+    loss, parts = _sup_uda_loss(logits, targets, n_l, n_u, weight, deps.uda)
+    return loss, (parts, model_state)
+
+  (loss, ((sup, uda_loss, mask_rate), model_state)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(net.params)
+  student = _apply_grads(net, grads, deps.student, model_state)
+  metrics = {"student/loss": loss, "student/loss_labeled": sup, "student/loss_uda": uda_loss,
+             "uda/mask_rate": mask_rate, "uda/weight": weight,
+             **_net_metrics("student", student, grads, deps.student.learning_rate(state.step))}
+  return _finish(state, deps, student=student), metrics
+
+
+def pseudo_label_step(state: TrainState, batch, rng, *, deps: StepDeps
+                      ) -> tuple[TrainState, Metrics]:
+  """Pseudo-labels baseline, phase 2: a fixed teacher labels the unlabeled batch.
+
+  The teacher labels the weak view in eval mode; the student learns from those labels on
+  the strong view.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  rng_labels, rng_student = jax.random.split(rng)
+  teacher = state.teacher
+  t_w, _ = deps.teacher.apply(teacher.params, teacher.model_state, batch["unlabeled_weak"],
+                              train=False)
+  targets = estimators.pseudo_label_targets(t_w, deps.pseudo_label_kind, rng_labels)
+  student_targets = losses.smooth(targets, deps.label_smoothing)
+  net = state.student
+
+  def loss_fn(params):
+    logits, model_state = deps.student.apply(params, net.model_state, batch["unlabeled_strong"],
+                                             train=True, rng=rng_student)
+    return losses.mean_cross_entropy(student_targets, logits), model_state
+
+  (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+  student = _apply_grads(net, grads, deps.student, model_state)
+  metrics = {"student/loss_unlabeled": loss,
+             **_net_metrics("student", student, grads, deps.student.learning_rate(state.step))}
+  if "unlabeled_y" in batch:
+    metrics["pseudo_labels/accuracy"] = losses.accuracy(targets, batch["unlabeled_y"])
+  return _finish(state, deps, student=student), metrics
+
+
+def _cosine(a, b) -> jax.Array:
+  dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return dot / (tree_norm(a) * tree_norm(b) + 1e-30)
+
+
+def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainState, Metrics]:
+  """One Meta Pseudo Labels step: the student learns from the teacher's pseudo labels, the
+  teacher from labels, UDA consistency and the student's feedback (MPL_SPEC section 2).
+
+  The teacher runs forward once on concat[x_l, u_w, u_s]; every part of its loss is turned
+  into a cotangent on its logits and pulled back with a single vjp.
+  """
+  mpl = deps.mpl
+  rng = jax.random.fold_in(rng, state.step)
+  rng_teacher, rng_labels, rng_student_u, rng_student_l = jax.random.split(rng, 4)
+  x_l, y_l = batch["labeled_x"], batch["labeled_y"]
+  u_w, u_s = batch["unlabeled_weak"], batch["unlabeled_strong"]
+  n_l, n_u = x_l.shape[0], u_w.shape[0]
+  y_onehot = losses.one_hot(y_l, deps.num_classes)
+
+  # 1. Teacher forward (train mode) on all three views, kept for one vjp at the end.
+  def teacher_forward(params):
+    return deps.teacher.apply(params, state.teacher.model_state,
+                              jnp.concatenate([x_l, u_w, u_s]), train=True, rng=rng_teacher)
+
+  t_all, teacher_vjp, teacher_model_state = jax.vjp(
+      teacher_forward, state.teacher.params, has_aux=True)
+  t_s = t_all[n_l + n_u:]
+  w_uda = uda_weight(state.step, deps.uda)
+  (_, (sup_loss, uda_loss, mask_rate)), d_sup_uda = jax.value_and_grad(
+      _sup_uda_loss, has_aux=True)(t_all, losses.smooth(y_onehot, deps.label_smoothing),
+                                   n_l, n_u, w_uda, deps.uda)
+
+  # 2. Pseudo labels from the strong view: the same y_hat for the student and the feedback.
+  targets = estimators.pseudo_label_targets(t_s, mpl.labels, rng_labels)
+
+  # 3. The student's step on the pseudo labels.
+  student = state.student
+  student_lr = deps.student.learning_rate(state.step)
+
+  def unlabeled_loss(params, soft_targets):
+    logits, model_state = deps.student.apply(params, student.model_state, u_s, train=True,
+                                             rng=rng_student_u)
+    return losses.mean_cross_entropy(soft_targets, logits), model_state
+
+  def labeled_loss(params):
+    logits, _ = deps.student.apply(params, student.model_state, x_l, train=True,
+                                   rng=rng_student_l)
+    return losses.mean_cross_entropy(y_onehot, logits)
+
+  metrics: Metrics = {}
+  baseline = state.reward_baseline
+  if mpl.estimator == "meta":
+    # Exact one-step meta-gradient through the soft labels (a gradient of a gradient).
+    def meta_objective(strong_logits):
+      soft = losses.smooth(jax.nn.softmax(strong_logits.astype(jnp.float32)),
+                           deps.label_smoothing)
+      (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
+          student.params, soft)
+      stepped = jax.tree.map(lambda p, g: p - student_lr * g, student.params, g_u)
+      return labeled_loss(stepped), (g_u, u_loss, model_state)
+
+    (loss_after, (g_u, u_loss, student_model_state)), d_feedback = jax.value_and_grad(
+        meta_objective, has_aux=True)(t_s)
+    new_student = _apply_grads(student, g_u, deps.student, student_model_state)
+    metrics["mpl/labeled_loss_after"] = loss_after
+  else:
+    (u_loss, student_model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
+        student.params, losses.smooth(targets, deps.label_smoothing))
+    new_student = _apply_grads(student, g_u, deps.student, student_model_state)
+    if mpl.estimator == "reinforce":
+      # 4. The reward: did the pseudo labels lower the student's labeled loss?
+      loss_after, g_after = jax.value_and_grad(labeled_loss)(new_student.params)
+      if mpl.reward == "dot":
+        reward = estimators.dot_reward(student_lr, g_after, g_u)
+      else:
+        reward = estimators.taylor_reward(labeled_loss(student.params), loss_after)
+      advantage = reward - baseline if mpl.baseline_decay > 0 else reward
+      if mpl.baseline_decay > 0:
+        baseline = estimators.update_baseline(baseline, reward, mpl.baseline_decay)
+      # 5. REINFORCE: sg(h - b) * CE(y_hat, t_s).
+      d_feedback = estimators.reinforce_cotangent(t_s, targets, advantage)
+      metrics.update({"mpl/reward": reward, "mpl/advantage": advantage,
+                      "mpl/baseline": baseline, "mpl/labeled_loss_after": loss_after,
+                      "mpl/cos_grad_labeled_unlabeled": _cosine(g_after, g_u)})
+    else:
+      d_feedback = jnp.zeros_like(t_s)
+
+  # 6. Teacher: pull sup + UDA + feedback back through the one forward pass.
+  d_feedback_all = jnp.zeros_like(t_all).at[n_l + n_u:].set(mpl.feedback_weight * d_feedback)
+  if mpl.log_grad_parts:
+    d_sup_only = jnp.zeros_like(t_all).at[:n_l].set(d_sup_uda[:n_l])
+    cotangents = jnp.stack([d_sup_only, d_sup_uda - d_sup_only, d_feedback_all])
+    parts = jax.vmap(lambda c: teacher_vjp(c)[0])(cotangents)
+    teacher_grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), parts)
+    norms = [tree_norm(jax.tree.map(lambda g, i=i: g[i], parts)) for i in range(3)]
+    metrics.update({"teacher/grad_norm_supervised": norms[0], "teacher/grad_norm_uda": norms[1],
+                    "teacher/grad_norm_feedback": norms[2],
+                    "teacher/feedback_to_supervised": norms[2] / (norms[0] + 1e-30)})
+  else:
+    (teacher_grads,) = teacher_vjp(d_sup_uda + d_feedback_all)
+  new_teacher = _apply_grads(state.teacher, teacher_grads, deps.teacher, teacher_model_state)
+
+  metrics.update({
+      "teacher/loss_labeled": sup_loss, "teacher/loss_uda": uda_loss,
+      "uda/mask_rate": mask_rate, "uda/weight": w_uda,
+      "student/loss_unlabeled": u_loss,
+      **_net_metrics("teacher", new_teacher, teacher_grads,
+                     deps.teacher.learning_rate(state.step)),
+      **_net_metrics("student", new_student, g_u, student_lr),
+  })
+  if "unlabeled_y" in batch:
+    metrics["pseudo_labels/accuracy"] = losses.accuracy(targets, batch["unlabeled_y"])
+  return _finish(state, deps, student=new_student, teacher=new_teacher,
+                 baseline=baseline), metrics
+
+
+def predict(apply: ApplyFn, params, model_state, inputs) -> jax.Array:
+  """Eval-mode logits."""
+  logits, _ = apply(params, model_state, inputs, train=False)
+  return logits

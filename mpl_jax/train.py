@@ -1,0 +1,162 @@
+"""The training loop: set-up, one jit per step function, checkpoints, metrics, evaluation.
+
+`train_and_evaluate(config, workdir)` is what main.py, the demo and the tests call.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from clu import metric_writers
+
+from mpl_jax import checkpointing
+from mpl_jax import config_checks
+from mpl_jax import evaluate
+from mpl_jax import experiment as experiment_lib
+from mpl_jax import sharding
+from mpl_jax import step as step_lib
+
+CONSOLE_KEYS = ("loss", "reward", "accuracy", "feedback_to_supervised")
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or metric became NaN or Inf."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: Any                 # the final TrainState, on the host
+  eval_metrics: dict[str, float]
+  experiment: experiment_lib.Experiment
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _check_finite(metrics: dict[str, float], step: int, checkpointer) -> None:
+  bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+  if bad:
+    last = checkpointer.latest_step()
+    raise NonFiniteError(
+        f"non-finite {', '.join(bad)} at step {step}; stopped. The newest checkpoint "
+        f"(step {last}) predates it; lower the learning rates or inspect the data")
+
+
+def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int
+              ) -> dict[str, float]:
+  ds = exp.dataset
+  out = {
+      "eval/student_accuracy": evaluate.accuracy(
+          eval_fn, state.student.params, state.student.model_state, ds.eval_x, ds.eval_y,
+          batch_size),
+      "eval/student_ema_accuracy": evaluate.accuracy(
+          eval_fn, state.student_ema.params, state.student_ema.model_state, ds.eval_x,
+          ds.eval_y, batch_size),
+  }
+  if exp.has_teacher:
+    out["eval/teacher_accuracy"] = evaluate.accuracy(
+        eval_fn, state.teacher.params, state.teacher.model_state, ds.eval_x, ds.eval_y,
+        batch_size)
+  return out
+
+
+def _write_json(path: str, payload: dict) -> None:
+  """Writes JSON atomically (temp file + rename), so a kill never leaves half a file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config, workdir: str) -> TrainResult:
+  """Trains `config.method` in `workdir`, resuming from its newest checkpoint if any."""
+  config_checks.validate(config)
+  mesh = sharding.make_mesh(config.mesh.num_devices)
+  exp = experiment_lib.build(config)
+  for name, size in experiment_lib.batch_sizes(exp.dataset).items():
+    sharding.check_batch_divides(name, size, mesh)
+  sharding.check_batch_divides("eval.batch_size", config.eval.batch_size, mesh)
+
+  rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
+  abstract = jax.eval_shape(exp.init_fn, rng_init)
+  replicated = sharding.replicated(mesh)
+  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  meta = checkpointing.signature(config.method, abstract)
+
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = checkpointing.Checkpointer(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep)
+  checkpointer.check_compatible(meta)  # before anything is written
+
+  restore_target = jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract,
+      state_sharding)
+  restored = checkpointer.restore(restore_target)
+  if restored is None:
+    state = jax.jit(exp.init_fn, out_shardings=state_sharding)(rng_init)
+    start = 0
+    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  else:
+    state, start = restored
+    logging.info("Resumed from %s at step %d", checkpointer.directory, start)
+    print(f"[{config.method}] resumed from step {start} in {workdir}", flush=True)
+
+  batch_shard = sharding.batch_sharded(mesh)
+  jitted = {
+      phase.name: jax.jit(phase.step_fn,
+                          in_shardings=(state_sharding, batch_shard, replicated),
+                          out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+      for phase in exp.phases
+  }
+  eval_fn = evaluate.make_eval_fn(
+      lambda p, ms, x: step_lib.predict(exp.deps.student.apply, p, ms, x))
+
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(
+      os.path.join(workdir, "tensorboard"), just_logging=not is_main, asynchronous=True)
+  total = exp.total_steps
+  rng_train = jax.device_put(rng_train, replicated)
+  last_time, last_step = time.time(), start
+  metrics = None
+  for step in range(start, total):
+    phase = exp.phase_at(step)
+    batch = sharding.to_global(exp.dataset.source.batch(step), mesh)
+    state, metrics = jitted[phase.name](state, batch, rng_train)
+    done = step + 1
+    save_now = done % config.checkpoint.every_steps == 0 or done == total
+    if done % config.log_every_steps == 0 or save_now:
+      host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      _check_finite(host_metrics, done, checkpointer)
+      if done % config.log_every_steps == 0:
+        now = time.time()
+        rate = (done - last_step) / max(now - last_time, 1e-9)
+        last_time, last_step = now, done
+        writer.write_scalars(done, {**host_metrics, "steps_per_sec": rate})
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(host_metrics.items())
+                         if any(s in k for s in CONSOLE_KEYS))
+        if is_main and config.print_progress:
+          print(f"[{config.method}:{phase.name}] step {done}/{total} {shown} "
+                f"{rate:.1f} steps/s ETA {_format_eta((total - done) / rate)}", flush=True)
+    if done % config.eval.every_steps == 0 or done == total:
+      writer.write_scalars(done, _evaluate(exp, eval_fn, state, config.eval.batch_size))
+    if save_now:
+      checkpointer.save(done, state, meta)
+
+  checkpointer.wait()
+  checkpointer.close()
+  final = _evaluate(exp, eval_fn, state, config.eval.batch_size)
+  writer.write_scalars(total, final)
+  writer.flush()
+  writer.close()
+  if is_main:
+    _write_json(os.path.join(workdir, "results.json"),
+                {"method": config.method, "step": total, **final})
+  return TrainResult(state=jax.device_get(state), eval_metrics=final, experiment=exp)
