@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
       "labels": "auto",          # sample | argmax | soft; auto = soft for meta, else sample
       "baseline_decay": 0.0,     # moving reward baseline decay (0.99 typical); 0 = off
       "feedback_weight": 1.0,    # weight of the feedback term in the teacher's loss
+      "supervised_weight": 1.0,  # weight of the teacher's supervised CE in its loss
       "log_grad_parts": True,    # log |grad| of each teacher loss part (one batched vjp)
   })
   c.pseudo_labels = ml_collections.ConfigDict({

@@ -56,7 +56,8 @@ def build(config) -> Experiment:
 
   module = models.build(config.model, dataset.num_classes)
   student_cfg = dict(config.student)
-  # The pseudo-labels student waits while its teacher trains.
+  # The pseudo-labels student waits while its teacher trains (its schedule follows the
+  # global step).
   student_cfg["wait_steps"] = config.student.wait_steps + teacher_steps
   student_tx, student_lr = optim.make_optimizer(student_cfg, total)
   student = step_lib.Network(make_apply(module), student_tx, student_lr)
@@ -77,6 +78,7 @@ def build(config) -> Experiment:
           estimator=mpl.estimator, reward=mpl.reward,
           labels=estimators.resolve_labels(mpl.estimator, mpl.labels),
           baseline_decay=mpl.baseline_decay, feedback_weight=mpl.feedback_weight,
+          supervised_weight=mpl.supervised_weight,
           log_grad_parts=mpl.log_grad_parts),
       pseudo_label_kind=config.pseudo_labels.targets)
 

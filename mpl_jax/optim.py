@@ -44,7 +44,13 @@ def weight_decay_mask(params) -> Any:
 
 def make_optimizer(cfg: Mapping[str, Any], total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """SGD with optional (Nesterov) momentum, decoupled-from-BN weight decay, grad clipping."""
+  """SGD with optional (Nesterov) momentum, weight decay on kernels, grad clipping.
+
+  Returns the transformation at unit learning rate and, separately, the schedule. The step
+  multiplies the updates by schedule(global step): optax's own step counter would lag
+  behind the global step for a network that sits out a phase (the pseudo-labels student),
+  and MPL's `dot` reward needs the exact learning rate the student used.
+  """
   schedule = learning_rate_schedule(cfg, total_steps)
   parts = []
   if cfg.get("grad_clip_norm", 0.0):
@@ -52,6 +58,6 @@ def make_optimizer(cfg: Mapping[str, Any], total_steps: int
   if cfg.get("weight_decay", 0.0):
     parts.append(optax.add_decayed_weights(float(cfg["weight_decay"]), mask=weight_decay_mask))
   momentum = float(cfg.get("momentum", 0.0))
-  parts.append(optax.sgd(schedule, momentum=momentum or None,
+  parts.append(optax.sgd(1.0, momentum=momentum or None,
                          nesterov=bool(cfg.get("nesterov", False)) and momentum > 0))
   return optax.chain(*parts), schedule

@@ -45,6 +45,7 @@ class MplSettings:
   labels: str = "sample"        # sample | argmax | soft
   baseline_decay: float = 0.0   # moving reward baseline decay beta; 0 turns it off
   feedback_weight: float = 1.0  # weight of the feedback term in the teacher's loss
+  supervised_weight: float = 1.0  # weight of the teacher's supervised CE
   log_grad_parts: bool = False  # log the norm of each part of the teacher's gradient
 
 
@@ -62,8 +63,11 @@ class StepDeps:
   pseudo_label_kind: str = "argmax"  # the pseudo-labels baseline's targets
 
 
-def _apply_grads(net: NetState, grads, network: Network, model_state) -> NetState:
+def _apply_grads(net: NetState, grads, network: Network, model_state, step) -> NetState:
+  """One optimizer update at the learning rate of global step `step`."""
   updates, opt_state = network.tx.update(grads, net.opt_state, net.params)
+  lr = network.learning_rate(step)
+  updates = jax.tree.map(lambda u: lr * u, updates)
   return NetState(params=optax.apply_updates(net.params, updates),
                   model_state=model_state, opt_state=opt_state)
 
@@ -100,7 +104,7 @@ def _supervised_update(net: NetState, network: Network, x, y, rng, step, deps: S
     return losses.mean_cross_entropy(targets, logits), (logits, model_state)
 
   (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-  new_net = _apply_grads(net, grads, network, model_state)
+  new_net = _apply_grads(net, grads, network, model_state, step)
   metrics = {f"{prefix}/loss_labeled": loss, f"{prefix}/accuracy_labeled": losses.accuracy(logits, y),
              **_net_metrics(prefix, new_net, grads, network.learning_rate(step))}
   return new_net, metrics
@@ -129,8 +133,9 @@ def _split3(logits, n_labeled, n_unlabeled):
           logits[n_labeled + n_unlabeled:])
 
 
-def _sup_uda_loss(logits, y_onehot_smoothed, n_labeled, n_unlabeled, weight, uda: UdaSettings):
-  """Supervised CE on the labeled part + weight * UDA consistency on the unlabeled parts."""
+def _sup_uda_loss(logits, y_onehot_smoothed, n_labeled, n_unlabeled, weight, uda: UdaSettings,
+                  supervised_weight=1.0):
+  """supervised_weight * CE on the labeled part + weight * UDA on the unlabeled parts."""
   t_l, t_w, t_s = _split3(logits, n_labeled, n_unlabeled)
   sup = losses.mean_cross_entropy(y_onehot_smoothed, t_l)
   if uda.weight > 0:
@@ -138,7 +143,7 @@ def _sup_uda_loss(logits, y_onehot_smoothed, n_labeled, n_unlabeled, weight, uda
                                                  threshold=uda.threshold)
   else:
     uda_loss, mask_rate = jnp.zeros(()), jnp.zeros(())
-  return sup + weight * uda_loss, (sup, uda_loss, mask_rate)
+  return supervised_weight * sup + weight * uda_loss, (sup, uda_loss, mask_rate)
 
 
 def uda_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainState, Metrics]:
@@ -159,7 +164,7 @@ def uda_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
 
   (loss, ((sup, uda_loss, mask_rate), model_state)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(net.params)
-  student = _apply_grads(net, grads, deps.student, model_state)
+  student = _apply_grads(net, grads, deps.student, model_state, state.step)
   metrics = {"student/loss": loss, "student/loss_labeled": sup, "student/loss_uda": uda_loss,
              "uda/mask_rate": mask_rate, "uda/weight": weight,
              **_net_metrics("student", student, grads, deps.student.learning_rate(state.step))}
@@ -188,7 +193,7 @@ def pseudo_label_step(state: TrainState, batch, rng, *, deps: StepDeps
     return losses.mean_cross_entropy(student_targets, logits), model_state
 
   (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-  student = _apply_grads(net, grads, deps.student, model_state)
+  student = _apply_grads(net, grads, deps.student, model_state, state.step)
   metrics = {"student/loss_unlabeled": loss,
              **_net_metrics("student", student, grads, deps.student.learning_rate(state.step))}
   if "unlabeled_y" in batch:
@@ -227,7 +232,7 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
   w_uda = uda_weight(state.step, deps.uda)
   (_, (sup_loss, uda_loss, mask_rate)), d_sup_uda = jax.value_and_grad(
       _sup_uda_loss, has_aux=True)(t_all, losses.smooth(y_onehot, deps.label_smoothing),
-                                   n_l, n_u, w_uda, deps.uda)
+                                   n_l, n_u, w_uda, deps.uda, mpl.supervised_weight)
 
   # 2. Pseudo labels from the strong view: the same y_hat for the student and the feedback.
   targets = estimators.pseudo_label_targets(t_s, mpl.labels, rng_labels)
@@ -260,12 +265,14 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
 
     (loss_after, (g_u, u_loss, student_model_state)), d_feedback = jax.value_and_grad(
         meta_objective, has_aux=True)(t_s)
-    new_student = _apply_grads(student, g_u, deps.student, student_model_state)
+    new_student = _apply_grads(student, g_u, deps.student, student_model_state,
+                               state.step)
     metrics["mpl/labeled_loss_after"] = loss_after
   else:
     (u_loss, student_model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
         student.params, losses.smooth(targets, deps.label_smoothing))
-    new_student = _apply_grads(student, g_u, deps.student, student_model_state)
+    new_student = _apply_grads(student, g_u, deps.student, student_model_state,
+                               state.step)
     if mpl.estimator == "reinforce":
       # 4. The reward: did the pseudo labels lower the student's labeled loss?
       loss_after, g_after = jax.value_and_grad(labeled_loss)(new_student.params)
@@ -287,7 +294,7 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
   # 6. Teacher: pull sup + UDA + feedback back through the one forward pass.
   d_feedback_all = jnp.zeros_like(t_all).at[n_l + n_u:].set(mpl.feedback_weight * d_feedback)
   if mpl.log_grad_parts:
-    d_sup_only = jnp.zeros_like(t_all).at[:n_l].set(d_sup_uda[:n_l])
+    d_sup_only = jnp.zeros_like(t_all).at[:n_l].set(d_sup_uda[:n_l])  # UDA: rows n_l..
     cotangents = jnp.stack([d_sup_only, d_sup_uda - d_sup_only, d_feedback_all])
     parts = jax.vmap(lambda c: teacher_vjp(c)[0])(cotangents)
     teacher_grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), parts)
@@ -297,7 +304,8 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
                     "teacher/feedback_to_supervised": norms[2] / (norms[0] + 1e-30)})
   else:
     (teacher_grads,) = teacher_vjp(d_sup_uda + d_feedback_all)
-  new_teacher = _apply_grads(state.teacher, teacher_grads, deps.teacher, teacher_model_state)
+  new_teacher = _apply_grads(state.teacher, teacher_grads, deps.teacher, teacher_model_state,
+                             state.step)
 
   metrics.update({
       "teacher/loss_labeled": sup_loss, "teacher/loss_uda": uda_loss,
