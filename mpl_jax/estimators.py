@@ -36,7 +36,7 @@ def pseudo_label_targets(teacher_logits: jax.Array, kind: str, rng: jax.Array) -
   `sample` draws y_hat ~ softmax(t) per example (the paper); `argmax` takes the mode;
   `soft` keeps softmax(t). Hard labels come back one-hot.
   """
-  logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+  logits = jax.lax.stop_gradient(losses.at_least_f32(teacher_logits))
   num_classes = logits.shape[-1]
   if kind == "sample":
     return losses.one_hot(jax.random.categorical(rng, logits, axis=-1), num_classes)

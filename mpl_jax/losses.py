@@ -4,6 +4,11 @@ import jax
 import jax.numpy as jnp
 
 
+def at_least_f32(x: jax.Array) -> jax.Array:
+  """Upcasts bf16/f16 to float32 for losses; keeps float32 and float64 as they are."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def one_hot(labels: jax.Array, num_classes: int) -> jax.Array:
   """Integer labels -> float32 one-hot targets."""
   return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
@@ -19,7 +24,7 @@ def smooth(targets: jax.Array, epsilon: float) -> jax.Array:
 
 def cross_entropy(targets: jax.Array, logits: jax.Array) -> jax.Array:
   """Per-example CE(q, z) = -sum_k q_k log_softmax(z)_k, shape [batch]."""
-  return -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+  return -jnp.sum(targets * jax.nn.log_softmax(at_least_f32(logits)), axis=-1)
 
 
 def mean_cross_entropy(targets: jax.Array, logits: jax.Array) -> jax.Array:
@@ -35,7 +40,7 @@ def uda_consistency(weak_logits: jax.Array, strong_logits: jax.Array, *,
   The mean is over the whole unlabeled batch (masked examples count as zero), as in UDA.
   """
   targets = jax.lax.stop_gradient(
-      jax.nn.softmax(weak_logits.astype(jnp.float32) / temperature, axis=-1))
+      jax.nn.softmax(at_least_f32(weak_logits) / temperature, axis=-1))
   mask = (jnp.max(targets, axis=-1) >= threshold).astype(jnp.float32)
   loss = jnp.mean(mask * cross_entropy(targets, strong_logits))
   return loss, jnp.mean(mask)

@@ -78,7 +78,7 @@ def ema_update(ema: EmaState, net: NetState, decay: float) -> EmaState:
 
 def tree_norm(tree: PyTree) -> jax.Array:
   """Global L2 norm of a pytree."""
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 def tree_dot(a: PyTree, b: PyTree) -> jax.Array:

@@ -206,6 +206,71 @@ def _cosine(a, b) -> jax.Array:
   return dot / (tree_norm(a) * tree_norm(b) + 1e-30)
 
 
+def student_step_and_feedback(student: NetState, targets: jax.Array, t_s: jax.Array, batch,
+                              step: jax.Array, baseline: jax.Array, rng: jax.Array, *,
+                              deps: StepDeps):
+  """The student's update on pseudo labels `targets` and the teacher's feedback on t_s.
+
+  Returns (new student, d_feedback = cotangent of the feedback term on t_s, new reward
+  baseline, the student's unlabeled loss, its gradient g_u, metrics). `targets` are the
+  pseudo labels drawn from t_s (one-hot for reinforce/off, softmax(t_s) for meta).
+  """
+  mpl = deps.mpl
+  rng_student_u, rng_student_l = jax.random.split(rng)
+  x_l, u_s = batch["labeled_x"], batch["unlabeled_strong"]
+  y_onehot = losses.one_hot(batch["labeled_y"], deps.num_classes)
+  student_lr = deps.student.learning_rate(step)
+
+  def unlabeled_loss(params, soft_targets):
+    logits, model_state = deps.student.apply(params, student.model_state, u_s, train=True,
+                                             rng=rng_student_u)
+    return losses.mean_cross_entropy(soft_targets, logits), model_state
+
+  def labeled_loss(params):
+    logits, _ = deps.student.apply(params, student.model_state, x_l, train=True,
+                                   rng=rng_student_l)
+    return losses.mean_cross_entropy(y_onehot, logits)
+
+  metrics: Metrics = {}
+  if mpl.estimator == "meta":
+    # Exact one-step meta-gradient through the soft labels (a gradient of a gradient).
+    def meta_objective(strong_logits):
+      soft = losses.smooth(jax.nn.softmax(losses.at_least_f32(strong_logits)),
+                           deps.label_smoothing)
+      (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
+          student.params, soft)
+      stepped = jax.tree.map(lambda p, g: p - student_lr * g, student.params, g_u)
+      return labeled_loss(stepped), (g_u, u_loss, model_state)
+
+    (loss_after, (g_u, u_loss, student_model_state)), d_feedback = jax.value_and_grad(
+        meta_objective, has_aux=True)(t_s)
+    new_student = _apply_grads(student, g_u, deps.student, student_model_state, step)
+    metrics["mpl/labeled_loss_after"] = loss_after
+    return new_student, d_feedback, baseline, u_loss, g_u, metrics
+
+  (u_loss, student_model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
+      student.params, losses.smooth(targets, deps.label_smoothing))
+  new_student = _apply_grads(student, g_u, deps.student, student_model_state, step)
+  if mpl.estimator != "reinforce":  # off: no feedback
+    return new_student, jnp.zeros_like(t_s), baseline, u_loss, g_u, metrics
+
+  # 4. The reward: did the pseudo labels lower the student's labeled loss?
+  loss_after, g_after = jax.value_and_grad(labeled_loss)(new_student.params)
+  if mpl.reward == "dot":
+    reward = estimators.dot_reward(student_lr, g_after, g_u)
+  else:
+    reward = estimators.taylor_reward(labeled_loss(student.params), loss_after)
+  advantage = reward - baseline if mpl.baseline_decay > 0 else reward
+  if mpl.baseline_decay > 0:
+    baseline = estimators.update_baseline(baseline, reward, mpl.baseline_decay)
+  # 5. REINFORCE: sg(h - b) * CE(y_hat, t_s).
+  d_feedback = estimators.reinforce_cotangent(t_s, targets, advantage)
+  metrics.update({"mpl/reward": reward, "mpl/advantage": advantage,
+                  "mpl/baseline": baseline, "mpl/labeled_loss_after": loss_after,
+                  "mpl/cos_grad_labeled_unlabeled": _cosine(g_after, g_u)})
+  return new_student, d_feedback, baseline, u_loss, g_u, metrics
+
+
 def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainState, Metrics]:
   """One Meta Pseudo Labels step: the student learns from the teacher's pseudo labels, the
   teacher from labels, UDA consistency and the student's feedback (MPL_SPEC section 2).
@@ -215,7 +280,7 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
   """
   mpl = deps.mpl
   rng = jax.random.fold_in(rng, state.step)
-  rng_teacher, rng_labels, rng_student_u, rng_student_l = jax.random.split(rng, 4)
+  rng_teacher, rng_labels, rng_student = jax.random.split(rng, 3)
   x_l, y_l = batch["labeled_x"], batch["labeled_y"]
   u_w, u_s = batch["unlabeled_weak"], batch["unlabeled_strong"]
   n_l, n_u = x_l.shape[0], u_w.shape[0]
@@ -237,59 +302,10 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
   # 2. Pseudo labels from the strong view: the same y_hat for the student and the feedback.
   targets = estimators.pseudo_label_targets(t_s, mpl.labels, rng_labels)
 
-  # 3. The student's step on the pseudo labels.
-  student = state.student
-  student_lr = deps.student.learning_rate(state.step)
-
-  def unlabeled_loss(params, soft_targets):
-    logits, model_state = deps.student.apply(params, student.model_state, u_s, train=True,
-                                             rng=rng_student_u)
-    return losses.mean_cross_entropy(soft_targets, logits), model_state
-
-  def labeled_loss(params):
-    logits, _ = deps.student.apply(params, student.model_state, x_l, train=True,
-                                   rng=rng_student_l)
-    return losses.mean_cross_entropy(y_onehot, logits)
-
-  metrics: Metrics = {}
-  baseline = state.reward_baseline
-  if mpl.estimator == "meta":
-    # Exact one-step meta-gradient through the soft labels (a gradient of a gradient).
-    def meta_objective(strong_logits):
-      soft = losses.smooth(jax.nn.softmax(strong_logits.astype(jnp.float32)),
-                           deps.label_smoothing)
-      (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
-          student.params, soft)
-      stepped = jax.tree.map(lambda p, g: p - student_lr * g, student.params, g_u)
-      return labeled_loss(stepped), (g_u, u_loss, model_state)
-
-    (loss_after, (g_u, u_loss, student_model_state)), d_feedback = jax.value_and_grad(
-        meta_objective, has_aux=True)(t_s)
-    new_student = _apply_grads(student, g_u, deps.student, student_model_state,
-                               state.step)
-    metrics["mpl/labeled_loss_after"] = loss_after
-  else:
-    (u_loss, student_model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
-        student.params, losses.smooth(targets, deps.label_smoothing))
-    new_student = _apply_grads(student, g_u, deps.student, student_model_state,
-                               state.step)
-    if mpl.estimator == "reinforce":
-      # 4. The reward: did the pseudo labels lower the student's labeled loss?
-      loss_after, g_after = jax.value_and_grad(labeled_loss)(new_student.params)
-      if mpl.reward == "dot":
-        reward = estimators.dot_reward(student_lr, g_after, g_u)
-      else:
-        reward = estimators.taylor_reward(labeled_loss(student.params), loss_after)
-      advantage = reward - baseline if mpl.baseline_decay > 0 else reward
-      if mpl.baseline_decay > 0:
-        baseline = estimators.update_baseline(baseline, reward, mpl.baseline_decay)
-      # 5. REINFORCE: sg(h - b) * CE(y_hat, t_s).
-      d_feedback = estimators.reinforce_cotangent(t_s, targets, advantage)
-      metrics.update({"mpl/reward": reward, "mpl/advantage": advantage,
-                      "mpl/baseline": baseline, "mpl/labeled_loss_after": loss_after,
-                      "mpl/cos_grad_labeled_unlabeled": _cosine(g_after, g_u)})
-    else:
-      d_feedback = jnp.zeros_like(t_s)
+  # 3-5. The student's step on the pseudo labels and the teacher's feedback.
+  new_student, d_feedback, baseline, u_loss, g_u, metrics = student_step_and_feedback(
+      state.student, targets, t_s, batch, state.step, state.reward_baseline, rng_student,
+      deps=deps)
 
   # 6. Teacher: pull sup + UDA + feedback back through the one forward pass.
   d_feedback_all = jnp.zeros_like(t_all).at[n_l + n_u:].set(mpl.feedback_weight * d_feedback)
@@ -313,7 +329,7 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
       "student/loss_unlabeled": u_loss,
       **_net_metrics("teacher", new_teacher, teacher_grads,
                      deps.teacher.learning_rate(state.step)),
-      **_net_metrics("student", new_student, g_u, student_lr),
+      **_net_metrics("student", new_student, g_u, deps.student.learning_rate(state.step)),
   })
   if "unlabeled_y" in batch:
     metrics["pseudo_labels/accuracy"] = losses.accuracy(targets, batch["unlabeled_y"])

@@ -36,7 +36,7 @@ class MLP(nn.Module):
     del train  # No dropout or BatchNorm in these networks.
     init = symmetric_uniform(self.init_scale)
     act = ACTIVATIONS[self.activation]
-    x = x.astype(jnp.float32)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     for width in self.hidden:
       x = act(nn.Dense(width, kernel_init=init, bias_init=init)(x))
     return nn.Dense(self.num_classes, kernel_init=init, bias_init=init)(x)

@@ -1,0 +1,237 @@
+"""The estimator check of MPL_SPEC section 5.
+
+A linear teacher and student, n = 3 unlabeled points, 3 classes: enumerate all 27 hard
+pseudo-label assignments y_hat to get the true objective
+    J(theta_T) = sum_y p_T(y) * L_l(theta_S - eta * grad CE(y, S))
+and its gradient by jax.grad. The expected REINFORCE gradient of the feedback term,
+sum_y p_T(y) * grad_T[h(y) * mean CE(y, T)], must equal grad J / n: exactly for the
+`taylor` reward, with relative error O(eta) for `dot`. `meta` must equal jax.grad of the
+soft-label objective. The per-assignment feedback comes from the library's own
+`student_step_and_feedback`, which `mpl_step` calls.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mpl_jax import estimators
+from mpl_jax import losses
+from mpl_jax import step as step_lib
+from mpl_jax.models import mlp
+from mpl_jax.state import EmaState, NetState, TrainState, make_apply
+
+NUM_CLASSES, FEATURES, N_UNLABELED, N_LABELED = 3, 4, 3, 5
+
+
+def _linear():
+  return mlp.MLP(num_classes=NUM_CLASSES, hidden=(), init_scale=1.0)
+
+
+def _problem(seed=0):
+  k = jax.random.split(jax.random.key(seed), 6)
+  module = _linear()
+  sample = jnp.zeros((1, FEATURES))
+  to64 = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float64), tree)
+  teacher_params = to64(module.init(k[0], sample)["params"])
+  student_params = to64(module.init(k[1], sample)["params"])
+  batch = {
+      "labeled_x": jax.random.normal(k[2], (N_LABELED, FEATURES)),
+      "labeled_y": jax.random.randint(k[3], (N_LABELED,), 0, NUM_CLASSES),
+      "unlabeled_weak": jax.random.normal(k[4], (N_UNLABELED, FEATURES)),
+  }
+  batch["unlabeled_strong"] = batch["unlabeled_weak"]
+  return module, teacher_params, student_params, batch
+
+
+def _deps(module, eta, *, estimator, reward="dot", labels="sample", teacher_lr=1.0):
+  apply = make_apply(module)
+  sgd = optax.sgd(1.0)  # the step scales by the schedule's learning rate
+  return step_lib.StepDeps(
+      student=step_lib.Network(apply, sgd, lambda step: jnp.asarray(eta)),
+      teacher=step_lib.Network(apply, sgd, lambda step: jnp.asarray(teacher_lr)),
+      num_classes=NUM_CLASSES,
+      mpl=step_lib.MplSettings(estimator=estimator, reward=reward, labels=labels,
+                               supervised_weight=0.0))
+
+
+def _labeled_loss(module, params, batch):
+  logits = module.apply({"params": params}, batch["labeled_x"])
+  return losses.mean_cross_entropy(losses.one_hot(batch["labeled_y"], NUM_CLASSES), logits)
+
+
+def _true_objective(module, teacher_params, student_params, batch, eta):
+  """J(theta_T) by enumeration of every hard label assignment."""
+  u = batch["unlabeled_strong"]
+
+  def after_step_loss(targets):
+    def unlabeled(p):
+      return losses.mean_cross_entropy(targets, module.apply({"params": p}, u))
+    g = jax.grad(unlabeled)(student_params)
+    stepped = jax.tree.map(lambda p, gi: p - eta * gi, student_params, g)
+    return _labeled_loss(module, stepped, batch)
+
+  def objective(t_params):
+    log_p = jax.nn.log_softmax(module.apply({"params": t_params}, u))
+    total = 0.0
+    for labels in itertools.product(range(NUM_CLASSES), repeat=N_UNLABELED):
+      labels = jnp.array(labels)
+      prob = jnp.exp(jnp.sum(log_p[jnp.arange(N_UNLABELED), labels]))
+      total = total + prob * after_step_loss(losses.one_hot(labels, NUM_CLASSES))
+    return total
+
+  return objective
+
+
+def _expected_reinforce_grad(module, teacher_params, student_params, batch, deps):
+  """sum_y p_T(y) * (teacher gradient of the feedback term for labels y)."""
+  u = batch["unlabeled_strong"]
+  t_s, pullback = jax.vjp(lambda p: module.apply({"params": p}, u), teacher_params)
+  probs = jax.nn.softmax(t_s)
+  student = NetState(params=student_params, model_state={},
+                     opt_state=deps.student.tx.init(student_params))
+  total = jax.tree.map(jnp.zeros_like, teacher_params)
+  for labels in itertools.product(range(NUM_CLASSES), repeat=N_UNLABELED):
+    labels = jnp.array(labels)
+    prob = jnp.prod(probs[jnp.arange(N_UNLABELED), labels])
+    targets = losses.one_hot(labels, NUM_CLASSES)
+    _, d_feedback, _, _, _, _ = step_lib.student_step_and_feedback(
+        student, targets, t_s, batch, jnp.int32(0), jnp.float32(0.0), jax.random.key(0),
+        deps=deps)
+    (grad,) = pullback(d_feedback)
+    total = jax.tree.map(lambda acc, g: acc + prob * g, total, grad)
+  return total
+
+
+def _flat(tree):
+  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def _cos_and_rel_error(a, b):
+  a, b = _flat(a), _flat(b)
+  cos = float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
+  return cos, float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+  with jax.enable_x64(True):
+    yield
+
+
+def test_taylor_reinforce_matches_true_gradient_exactly():
+  module, tp, sp, batch = _problem()
+  eta = 0.1
+  deps = _deps(module, eta, estimator="reinforce", reward="taylor")
+  expected = _expected_reinforce_grad(module, tp, sp, batch, deps)
+  true = jax.grad(_true_objective(module, tp, sp, batch, eta))(tp)
+  true = jax.tree.map(lambda g: g / N_UNLABELED, true)
+  cos, rel = _cos_and_rel_error(expected, true)
+  assert cos > 1 - 1e-9
+  assert rel < 1e-8
+
+
+def test_dot_reinforce_error_shrinks_like_eta():
+  module, tp, sp, batch = _problem()
+  errors = []
+  for eta in (1e-1, 1e-2, 1e-3):
+    deps = _deps(module, eta, estimator="reinforce", reward="dot")
+    expected = _expected_reinforce_grad(module, tp, sp, batch, deps)
+    true = jax.grad(_true_objective(module, tp, sp, batch, eta))(tp)
+    true = jax.tree.map(lambda g: g / N_UNLABELED, true)
+    cos, rel = _cos_and_rel_error(expected, true)
+    assert cos > 0.99, (eta, cos)
+    errors.append(rel)
+  # Relative error O(eta): each 10x smaller eta cuts it by about 10x.
+  assert errors[0] / errors[1] > 5 and errors[1] / errors[2] > 5, errors
+  assert errors[2] < 1e-2, errors
+
+
+def test_reward_sign_new_minus_old_would_point_the_wrong_way():
+  """The public codes' sign (new - old) gives the negated gradient: cosine -1."""
+  module, tp, sp, batch = _problem()
+  deps = _deps(module, 0.1, estimator="reinforce", reward="taylor")
+  expected = _expected_reinforce_grad(module, tp, sp, batch, deps)
+  true = jax.grad(_true_objective(module, tp, sp, batch, 0.1))(tp)
+  cos_right, _ = _cos_and_rel_error(expected, true)
+  cos_flipped, _ = _cos_and_rel_error(jax.tree.map(jnp.negative, expected), true)
+  assert cos_right > 0.999 and cos_flipped < -0.999
+
+
+def _state(module, tp, sp, deps):
+  sgd = deps.student.tx
+  return TrainState(
+      step=jnp.int32(0),
+      student=NetState(sp, {}, sgd.init(sp)),
+      student_ema=EmaState(sp, {}),
+      teacher=NetState(tp, {}, sgd.init(tp)),
+      reward_baseline=jnp.float32(0.0))
+
+
+def test_meta_step_equals_grad_of_soft_label_objective():
+  module, tp, sp, batch = _problem()
+  eta = 0.5
+  deps = _deps(module, eta, estimator="meta", labels="soft")
+  new_state, _ = step_lib.mpl_step(_state(module, tp, sp, deps), batch, jax.random.key(1),
+                                   deps=deps)
+
+  def objective(t_params):
+    u = batch["unlabeled_strong"]
+    soft = jax.nn.softmax(module.apply({"params": t_params}, u))
+
+    def unlabeled(p):
+      return losses.mean_cross_entropy(soft, module.apply({"params": p}, u))
+
+    g = jax.grad(unlabeled)(sp)
+    return _labeled_loss(module, jax.tree.map(lambda p, gi: p - eta * gi, sp, g), batch)
+
+  true = jax.grad(objective)(tp)
+  # Teacher SGD at learning rate 1: theta_T - theta_T' is its gradient.
+  step_grad = jax.tree.map(lambda a, b: a - b, tp, new_state.teacher.params)
+  np.testing.assert_allclose(_flat(step_grad), _flat(true), rtol=1e-7, atol=1e-12)
+  assert float(jnp.linalg.norm(_flat(true))) > 1e-4  # not a vacuous zero
+
+
+def test_mpl_step_uses_the_feedback_of_its_own_pseudo_labels():
+  """With argmax labels (deterministic), the step's teacher update is exactly the
+  pull-back of the feedback computed for argmax(t_s)."""
+  module, tp, sp, batch = _problem()
+  deps = _deps(module, 0.3, estimator="reinforce", reward="dot", labels="argmax")
+  new_state, metrics = step_lib.mpl_step(_state(module, tp, sp, deps), batch,
+                                         jax.random.key(1), deps=deps)
+  u = batch["unlabeled_strong"]
+  t_s, pullback = jax.vjp(lambda p: module.apply({"params": p}, u), tp)
+  targets = losses.one_hot(jnp.argmax(t_s, -1), NUM_CLASSES)
+  student = NetState(sp, {}, deps.student.tx.init(sp))
+  _, d_feedback, _, _, _, m = step_lib.student_step_and_feedback(
+      student, targets, t_s, batch, jnp.int32(0), jnp.float32(0.0), jax.random.key(0),
+      deps=deps)
+  (expected,) = pullback(d_feedback)
+  step_grad = jax.tree.map(lambda a, b: a - b, tp, new_state.teacher.params)
+  np.testing.assert_allclose(_flat(step_grad), _flat(expected), rtol=1e-7, atol=1e-14)
+  assert float(metrics["mpl/reward"]) == pytest.approx(float(m["mpl/reward"]))
+  assert float(jnp.linalg.norm(_flat(expected))) > 0
+
+
+def test_off_estimator_leaves_teacher_untouched_without_supervision():
+  module, tp, sp, batch = _problem()
+  deps = _deps(module, 0.3, estimator="off", labels="sample")
+  new_state, _ = step_lib.mpl_step(_state(module, tp, sp, deps), batch, jax.random.key(1),
+                                   deps=deps)
+  np.testing.assert_array_equal(_flat(new_state.teacher.params), _flat(tp))
+  assert not np.array_equal(_flat(new_state.student.params), _flat(sp))
+
+
+def test_sampled_labels_follow_the_teacher_distribution():
+  logits = jnp.array([[2.0, 0.0, -1.0]] * 20000)
+  targets = estimators.pseudo_label_targets(logits, "sample", jax.random.key(3))
+  freq = np.asarray(jnp.mean(targets, axis=0))
+  np.testing.assert_allclose(freq, np.asarray(jax.nn.softmax(logits[0])), atol=0.01)
+
+
+def test_baseline_moves_toward_reward():
+  b = estimators.update_baseline(jnp.float32(0.0), jnp.float32(1.0), 0.99)
+  assert float(b) == pytest.approx(0.01)
