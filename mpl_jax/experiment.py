@@ -6,7 +6,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mpl_jax import data as data_lib
 from mpl_jax import estimators
@@ -112,9 +111,3 @@ def batch_sizes(dataset: data_lib.Dataset) -> dict[str, int]:
   src = dataset.source
   return {"data.labeled_batch_size": src.labeled_batch_size,
           "data.unlabeled_batch_size": src.unlabeled_batch_size}
-
-
-def grid_logits(experiment: Experiment, params, model_state, points: np.ndarray) -> np.ndarray:
-  """Eval-mode logits of a network on arbitrary points (for decision-boundary plots)."""
-  return np.asarray(step_lib.predict(experiment.deps.student.apply, params, model_state,
-                                     jnp.asarray(points)))

@@ -34,6 +34,7 @@ class TrainResult:
   state: Any                 # the final TrainState, on the host
   eval_metrics: dict[str, float]
   experiment: experiment_lib.Experiment
+  history: dict[str, list[float]]  # logged step metrics of this invocation, by name
 
 
 def _format_eta(seconds: float) -> str:
@@ -125,7 +126,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   total = exp.total_steps
   rng_train = jax.device_put(rng_train, replicated)
   last_time, last_step = time.time(), start
-  metrics = None
+  history: dict[str, list[float]] = {}
   for step in range(start, total):
     phase = exp.phase_at(step)
     batch = sharding.to_global(exp.dataset.source.batch(step), mesh)
@@ -140,6 +141,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         rate = (done - last_step) / max(now - last_time, 1e-9)
         last_time, last_step = now, done
         writer.write_scalars(done, {**host_metrics, "steps_per_sec": rate})
+        for k, v in host_metrics.items():
+          history.setdefault(k, []).append(v)
         shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(host_metrics.items())
                          if any(s in k for s in CONSOLE_KEYS))
         if is_main and config.print_progress:
@@ -159,4 +162,12 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   if is_main:
     _write_json(os.path.join(workdir, "results.json"),
                 {"method": config.method, "step": total, **final})
-  return TrainResult(state=jax.device_get(state), eval_metrics=final, experiment=exp)
+  return TrainResult(state=jax.device_get(state), eval_metrics=final, experiment=exp,
+                     history=history)
+
+
+def predict_numpy(exp: experiment_lib.Experiment, params, model_state, x: np.ndarray
+                  ) -> np.ndarray:
+  """Eval-mode logits on host inputs (for plots and notebooks)."""
+  return np.asarray(jax.jit(lambda p, ms, v: step_lib.predict(
+      exp.deps.student.apply, p, ms, v))(params, model_state, x))

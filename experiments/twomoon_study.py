@@ -1,0 +1,263 @@
+"""TwoMoon accuracy study (paper Figure 2): every number in RESULTS.md, section TwoMoon.
+
+Accuracy is the student's, on all 2,000 points, after training; mean +- std over seeds.
+Seeds 0..19 are for tuning; seeds 100..109 are held out for reporting.
+
+  # Main table (paper setting) + the feedback's size over training:
+  .venv/bin/python experiments/twomoon_study.py --part main --seeds 100-109
+  # Any methods under any overrides (what every row of the search is):
+  .venv/bin/python experiments/twomoon_study.py --part table --seeds 0-19 \
+      --methods supervised,pseudo_labels,mpl,mpl_off --set data.labeled_selection=tips
+  # The whole search grid on the tuning seeds (or one named condition of it):
+  .venv/bin/python experiments/twomoon_study.py --part search --seeds 0-19 [--only NAME]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from configs import twomoon  # noqa: E402
+from mpl_jax import multiseed  # noqa: E402
+
+# name -> (config method, overrides). `mpl` is the default: REINFORCE, dot reward,
+# sampled labels, no baseline.
+VARIANTS = {
+    "supervised": ("supervised", {}),
+    "pseudo_labels": ("pseudo_labels", {}),
+    "uda": ("uda", {}),
+    "mpl": ("mpl", {}),
+    "mpl_taylor": ("mpl", {"mpl.reward": "taylor"}),
+    "mpl_baseline": ("mpl", {"mpl.baseline_decay": 0.99}),
+    "mpl_argmax": ("mpl", {"mpl.labels": "argmax"}),
+    "mpl_meta": ("mpl", {"mpl.estimator": "meta"}),
+    "mpl_off": ("mpl", {"mpl.estimator": "off"}),
+    "mpl_argmax_off": ("mpl", {"mpl.estimator": "off", "mpl.labels": "argmax"}),
+    "mpl_meta_off": ("mpl", {"mpl.estimator": "off", "mpl.labels": "soft"}),
+}
+MAIN_METHODS = ["supervised", "pseudo_labels", "uda", "mpl", "mpl_taylor", "mpl_baseline",
+                "mpl_argmax", "mpl_meta", "mpl_off"]
+SEARCH_METHODS = ["supervised", "pseudo_labels", "mpl", "mpl_off"]
+
+# The search grid: name -> overrides applied to every method of the row.
+SEARCH = {
+    "base": {},
+    "tips": {"data.labeled_selection": "tips"},
+    "inner": {"data.labeled_selection": "inner"},
+    "fw1e2": {"mpl.feedback_weight": 1e2},
+    "fw1e3": {"mpl.feedback_weight": 1e3},
+    "fw1e4": {"mpl.feedback_weight": 1e4},
+    "sw0": {"mpl.supervised_weight": 0.0},
+    "sw0_fw1e3": {"mpl.supervised_weight": 0.0, "mpl.feedback_weight": 1e3},
+    "tips_fw1e3": {"data.labeled_selection": "tips", "mpl.feedback_weight": 1e3},
+    "ub64": {"data.unlabeled_batch_size": 64},
+    "ub64_fw1e3": {"data.unlabeled_batch_size": 64, "mpl.feedback_weight": 1e3},
+    "noise0.2": {"data.noise": 0.2},
+    "lr1": {"teacher.learning_rate": 1.0, "student.learning_rate": 1.0},
+    "steps20k": {"num_steps": 20000, "pseudo_labels.teacher_steps": 20000},
+}
+
+# Fields a method never reads: dropped from the cache key so that e.g. supervised is
+# trained once for all feedback weights.
+_IGNORED = {
+    "supervised": ("mpl", "teacher", "pseudo_labels", "uda"),
+    "uda": ("mpl", "teacher", "pseudo_labels"),
+    "pseudo_labels": ("mpl", "uda"),
+    "mpl_off": ("mpl.feedback_weight", "mpl.reward", "mpl.baseline_decay"),
+}
+_CACHE: dict = {}
+
+
+def parse_seeds(text: str) -> list[int]:
+  seeds = []
+  for part in text.split(","):
+    if "-" in part:
+      lo, hi = part.split("-")
+      seeds.extend(range(int(lo), int(hi) + 1))
+    else:
+      seeds.append(int(part))
+  return seeds
+
+
+def parse_value(text: str):
+  for cast in (int, float):
+    try:
+      return cast(text)
+    except ValueError:
+      pass
+  if text.startswith("(") or text.startswith("["):
+    return tuple(int(v) for v in text.strip("()[]").split(",") if v)
+  return text
+
+
+def make_config(variant: str, overrides: dict):
+  method, own = VARIANTS[variant]
+  c = twomoon.get_config(method)
+  c.print_progress = False
+  for key, value in {**own, **overrides}.items():
+    node = c
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    if isinstance(node[leaf], tuple) and not isinstance(value, tuple):
+      value = (value,)
+    node[leaf] = value
+  return c
+
+
+def _cache_key(variant: str, config, seeds) -> str:
+  d = config.to_dict()
+  for field in _IGNORED.get(variant, ()):
+    head, *rest = field.split(".")
+    if rest:
+      d[head].pop(rest[0], None)
+    else:
+      d.pop(head, None)
+  return repr((VARIANTS[variant][0], sorted(d.items(), key=str), tuple(seeds)))
+
+
+def run(variant: str, overrides: dict, seeds: list[int]):
+  """(SeedsResult, wall seconds); cached within the process."""
+  config = make_config(variant, overrides)
+  key = _cache_key(variant, config, seeds)
+  if key not in _CACHE:
+    t0 = time.time()
+    result = multiseed.train_seeds(config, seeds)
+    _CACHE[key] = (result, time.time() - t0)
+    print(f"  [{variant} {overrides or ''}: {_CACHE[key][1]:.0f} s]", file=sys.stderr,
+          flush=True)
+  return _CACHE[key]
+
+
+def fmt(acc: np.ndarray) -> str:
+  return f"{100 * acc.mean():.1f} ± {100 * acc.std():.1f}"
+
+
+def set_args(overrides: dict) -> str:
+  return "".join(f" --set {k}={v}" for k, v in overrides.items())
+
+
+def seeds_arg(seeds: list[int]) -> str:
+  if seeds == list(range(seeds[0], seeds[-1] + 1)):
+    return f"{seeds[0]}-{seeds[-1]}"
+  return ",".join(map(str, seeds))
+
+
+def accuracy_table(methods: list[str], overrides: dict, seeds: list[int],
+                   show_seeds: bool = False) -> dict:
+  """Prints one markdown row per method; returns name -> per-seed accuracy."""
+  print(f"\nOverrides: {overrides or 'none (paper setting)'}; seeds {seeds_arg(seeds)}\n")
+  head = "| method | student acc. % | min | max | teacher acc. % | wall s |"
+  print(head + (" per seed |" if show_seeds else ""))
+  print("|---" * (head.count("|") - 1 + show_seeds) + "|")
+  accs = {}
+  for m in methods:
+    result, wall = run(m, overrides, seeds)
+    acc = result.eval_metrics["eval/student_accuracy"]
+    accs[m] = acc
+    teacher = result.eval_metrics.get("eval/teacher_accuracy")
+    row = (f"| {m} | {fmt(acc)} | {100 * acc.min():.1f} | {100 * acc.max():.1f} | "
+           f"{fmt(teacher) if teacher is not None else '-'} | {wall:.0f} |")
+    if show_seeds:
+      row += " " + " ".join(f"{100 * a:.1f}" for a in acc) + " |"
+    print(row)
+  _paired(accs)
+  cmd = (f".venv/bin/python experiments/twomoon_study.py --part table --seeds "
+         f"{seeds_arg(seeds)} --methods {','.join(methods)}{set_args(overrides)}")
+  print(f"\nCommand: `{cmd}`")
+  return accs
+
+
+def _paired(accs: dict) -> None:
+  pairs = [(a, b) for a in accs if a.startswith("mpl") and not a.endswith("off")
+           for b in ("mpl_off", "supervised", "pseudo_labels") if b in accs]
+  for a, b in pairs:
+    d = accs[a] - accs[b]
+    print(f"\n{a} − {b}: {100 * d.mean():+.1f} ± {100 * d.std():.1f} points "
+          f"(wins {int((d > 1e-9).sum())}, ties {int((np.abs(d) <= 1e-9).sum())}, "
+          f"losses {int((d < -1e-9).sum())} of {len(d)})", end="")
+  print()
+
+
+FEEDBACK_KEYS = [("|h|", "mpl/reward", True), ("baseline b", "mpl/baseline", False),
+                 ("feedback / supervised grad norm", "teacher/feedback_to_supervised", False),
+                 ("cos(grad L_l(θ_S'), g_u)", "mpl/cos_grad_labeled_unlabeled", False)]
+
+
+def feedback_table(variant: str, overrides: dict, seeds: list[int]) -> None:
+  """Median over seeds, at a few log steps and over the whole run, of the feedback's size."""
+  result, _ = run(variant, overrides, seeds)
+  steps = result.history_steps
+  picks = sorted({0, len(steps) // 10, len(steps) // 4, len(steps) // 2, len(steps) - 1})
+  print(f"\nFeedback of `{variant}` (overrides {overrides or 'none'}), median over seeds "
+        f"{seeds_arg(seeds)}, logged every {steps[0]} steps\n")
+  print("| quantity | median, all logs | " + " | ".join(f"step {steps[i]}" for i in picks)
+        + " |")
+  print("|---" * (len(picks) + 2) + "|")
+  for name, key, absolute in FEEDBACK_KEYS:
+    if key not in result.history:
+      continue
+    h = result.history[key]
+    h = np.abs(h) if absolute else h
+    cells = [f"{np.median(h[i]):.2e}" for i in picks]
+    print(f"| {name} | {np.median(h):.2e} | " + " | ".join(cells) + " |")
+  if "mpl/reward" in result.history:
+    r = result.history["mpl/reward"]
+    print(f"\nh > 0 in {100 * (r > 0).mean():.0f}% of logged steps; "
+          f"cos > 0 in {100 * (result.history['mpl/cos_grad_labeled_unlabeled'] > 0).mean():.0f}%")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--part", choices=("main", "table", "feedback", "search"),
+                      default="main")
+  parser.add_argument("--seeds", default="100-109", help="e.g. 100-109, 0-19 or 1,2,5")
+  parser.add_argument("--methods", default=",".join(MAIN_METHODS),
+                      help=f"comma-separated, from {list(VARIANTS)} (part table/feedback)")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="config override, e.g. data.labeled_selection=tips (repeatable)")
+  parser.add_argument("--only", default="", help="part search: comma-separated conditions")
+  parser.add_argument("--search_methods", default=",".join(SEARCH_METHODS))
+  parser.add_argument("--show_seeds", action="store_true", help="print per-seed accuracy")
+  args = parser.parse_args()
+
+  seeds = parse_seeds(args.seeds)
+  overrides = {}
+  for item in args.set:
+    key, value = item.split("=", 1)
+    overrides[key] = parse_value(value)
+  t0 = time.time()
+  if args.part == "main":
+    accuracy_table(MAIN_METHODS, overrides, seeds, args.show_seeds)
+    feedback_table("mpl", overrides, seeds)
+  elif args.part == "table":
+    accuracy_table(args.methods.split(","), overrides, seeds, args.show_seeds)
+  elif args.part == "feedback":
+    for m in args.methods.split(","):
+      feedback_table(m, overrides, seeds)
+  else:
+    names = args.only.split(",") if args.only else list(SEARCH)
+    methods = args.search_methods.split(",")
+    rows = []
+    for name in names:
+      cond = {**SEARCH[name], **overrides}
+      print(f"\n### Condition {name}", flush=True)
+      accs = accuracy_table(methods, cond, seeds, args.show_seeds)
+      rows.append((name, cond, accs))
+    print(f"\n### Search summary, seeds {seeds_arg(seeds)}\n")
+    print("| condition | " + " | ".join(methods) + " | mpl − mpl_off |")
+    print("|---" * (len(methods) + 2) + "|")
+    for name, cond, accs in rows:
+      diff = (f"{100 * (accs['mpl'] - accs['mpl_off']).mean():+.1f}"
+              if "mpl" in accs and "mpl_off" in accs else "-")
+      print(f"| {name} | " + " | ".join(fmt(accs[m]) for m in methods) + f" | {diff} |")
+  print(f"\nWall time: {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+  main()
