@@ -17,10 +17,10 @@ class IncompatibleCheckpointError(ValueError):
 
 
 def signature(method: str, abstract_state: Any) -> dict[str, Any]:
-  """The method plus the path -> [shape, dtype] of every array in the state."""
+  """The method plus the path -> 'dtype[shape]' of every array in the state."""
   leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-  arrays = {jax.tree_util.keystr(path): [list(leaf.shape), str(leaf.dtype)]
-            for path, leaf in leaves}
+  arrays = {jax.tree_util.keystr(path, simple=True, separator="/"):
+            f"{leaf.dtype}{list(leaf.shape)}" for path, leaf in leaves}
   return {"method": method, "arrays": arrays}
 
 

@@ -1,0 +1,56 @@
+"""Shared test helpers: tiny configs, reading checkpoints, running main.py."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from configs import twomoon
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(method: str = "mpl"):
+  """TwoMoon with few points and steps; batches divisible by 8 devices."""
+  c = twomoon.get_config(method)
+  c.num_steps = 40
+  c.pseudo_labels.teacher_steps = 20
+  c.log_every_steps = 10
+  c.eval.every_steps = 20
+  c.eval.batch_size = 400
+  c.checkpoint.every_steps = 20
+  c.print_progress = False
+  c.data.num_points = 400
+  c.data.labeled_batch_size = 8
+  c.data.unlabeled_batch_size = 64
+  c.mesh.num_devices = 0  # all 8 test devices
+  c.teacher.learning_rate = 0.5
+  c.student.learning_rate = 0.5
+  return c
+
+
+def flat_params(tree) -> np.ndarray:
+  import jax  # pylint: disable=g-import-not-at-top
+  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  path = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(path):
+    return []
+  return sorted(int(d) for d in os.listdir(path) if d.isdigit())
+
+
+def read_checkpoint(workdir: str, step: int | None = None):
+  """The raw saved state (nested dicts of arrays) of a checkpoint, newest by default."""
+  step = checkpoint_steps(workdir)[-1] if step is None else step
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.StandardCheckpointer().restore(path)
+
+
+def run_main(args, **kwargs) -> subprocess.CompletedProcess:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300, **kwargs)

@@ -1,0 +1,140 @@
+"""The loop: sharding equivalence, resume, checkpoints, config errors, non-finite stops."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mpl_jax import checkpointing
+from mpl_jax import config_checks
+from mpl_jax import train
+from tests.helpers import flat_params, tiny_config
+
+
+def test_eight_devices_match_one_device(tmp_path):
+  assert jax.device_count() == 8
+  results = {}
+  for n in (1, 8):
+    c = tiny_config("mpl")
+    c.num_steps = 20
+    c.mesh.num_devices = n
+    results[n] = train.train_and_evaluate(c, str(tmp_path / f"d{n}")).state
+  for net in ("student", "teacher"):
+    one = flat_params(getattr(results[1], net).params)
+    eight = flat_params(getattr(results[8], net).params)
+    assert not np.allclose(one, flat_params(train.jax.tree.map(np.zeros_like,
+                                                                  getattr(results[1], net).params)))
+    np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-6)
+
+
+def test_rerun_resumes_instead_of_restarting(tmp_path, capsys):
+  c = tiny_config("mpl")
+  c.print_progress = True
+  first = train.train_and_evaluate(c, str(tmp_path))
+  capsys.readouterr()
+  c.num_steps = 60  # ask for more steps: the rerun continues from step 40
+  second = train.train_and_evaluate(c, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "resumed from step 40" in out
+  assert "step 50/60" in out and "step 10/60" not in out
+  assert int(second.state.step) == 60 and int(first.state.step) == 40
+
+
+def test_interrupted_run_equals_uninterrupted(tmp_path):
+  """Stopping after 20 steps and resuming for 20 more gives the 40-step parameters."""
+  c = tiny_config("mpl")
+  straight = train.train_and_evaluate(c, str(tmp_path / "straight")).state
+  c.num_steps = 20
+  train.train_and_evaluate(c, str(tmp_path / "split"))
+  c.num_steps = 40
+  resumed = train.train_and_evaluate(c, str(tmp_path / "split")).state
+  for net in ("student", "teacher"):
+    np.testing.assert_array_equal(flat_params(getattr(resumed, net).params),
+                                  flat_params(getattr(straight, net).params))
+  assert float(resumed.reward_baseline) == float(straight.reward_baseline)
+
+
+def test_pseudo_labels_student_learns_once_its_teacher_is_trained(tmp_path):
+  c = tiny_config("pseudo_labels")
+  result = train.train_and_evaluate(c, str(tmp_path))
+  student = flat_params(result.state.student.params)
+  init = result.experiment.init_fn(jax.random.split(jax.random.key(c.seed))[0])
+  assert not np.allclose(student, flat_params(init.student.params))
+  # Phase 1 moves only the teacher; the student's updates all come from phase 2.
+  c2 = tiny_config("pseudo_labels")
+  c2.num_steps = 1
+  after_teacher = train.train_and_evaluate(c2, str(tmp_path / "one")).state
+  assert not np.allclose(flat_params(after_teacher.student.params),
+                         flat_params(init.student.params))
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("method", "mixmatch", "valid: ['supervised', 'pseudo_labels', 'uda', 'mpl']"),
+    ("mpl.estimator", "reinforce_v2", "valid: ['reinforce', 'meta', 'off']"),
+    ("mpl.reward", "difference", "valid: ['dot', 'taylor']"),
+    ("model.name", "resnet9000", "valid: ['mlp']"),
+    ("data.name", "threemoons", "valid: ['twomoon']"),
+    ("uda.threshold", 1.5, "must be in [0, 1]"),
+])
+def test_bad_names_and_values_fail_before_compute(tmp_path, field, value, expected):
+  c = tiny_config("mpl")
+  section, _, key = field.rpartition(".")
+  (c[section] if section else c)[key] = value
+  with pytest.raises(config_checks.ConfigError, match=None) as err:
+    train.train_and_evaluate(c, str(tmp_path))
+  assert expected in str(err.value) and field in str(err.value)
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_meta_with_hard_labels_says_what_to_set(tmp_path):
+  c = tiny_config("mpl")
+  c.mpl.estimator = "meta"
+  c.mpl.labels = "sample"
+  with pytest.raises(config_checks.ConfigError, match="--config.mpl.labels=soft"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_batch_that_does_not_divide_by_devices(tmp_path):
+  c = tiny_config("mpl")
+  c.data.labeled_batch_size = 6
+  with pytest.raises(ValueError, match=r"data.labeled_batch_size=6 does not divide by the 8 "
+                                       r"devices.*multiple of 8"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_workdir_of_another_model_is_refused_and_untouched(tmp_path):
+  c = tiny_config("mpl")
+  c.num_steps = 20
+  train.train_and_evaluate(c, str(tmp_path))
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  other = tiny_config("mpl")
+  other.model.hidden = (16, 16)
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match=r"different experiment \(student/params/Dense_0/bias: "
+                           r"float32\[8\] there, float32\[16\] in the config\)"):
+    train.train_and_evaluate(other, str(tmp_path))
+  sup = tiny_config("supervised")
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match="method 'mpl' there"):
+    train.train_and_evaluate(sup, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+  c = tiny_config("supervised")
+  c.student.learning_rate = 1e30
+  c.log_every_steps = 1
+  with pytest.raises(train.NonFiniteError, match=r"non-finite .*student/loss_labeled.* at step"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_outputs_written(tmp_path):
+  c = tiny_config("uda")
+  result = train.train_and_evaluate(c, str(tmp_path))
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["eval/student_accuracy"] == pytest.approx(
+      result.eval_metrics["eval/student_accuracy"])
+  assert json.loads((tmp_path / "config.json").read_text())["method"] == "uda"
+  assert any(f.startswith("events.out") for f in os.listdir(tmp_path / "tensorboard"))
+  assert "uda/mask_rate" in result.history and "student/loss_uda" in result.history
