@@ -46,14 +46,14 @@ SEARCH_METHODS = ["supervised", "pseudo_labels", "mpl", "mpl_off"]
 # The search grid: name -> overrides applied to every method of the row.
 SEARCH = {
     "base": {},
-    "tips": {"data.labeled_selection": "tips"},
-    "inner": {"data.labeled_selection": "inner"},
-    "fw1e2": {"mpl.feedback_weight": 1e2},
     "fw1e3": {"mpl.feedback_weight": 1e3},
     "fw1e4": {"mpl.feedback_weight": 1e4},
-    "sw0": {"mpl.supervised_weight": 0.0},
     "sw0_fw1e3": {"mpl.supervised_weight": 0.0, "mpl.feedback_weight": 1e3},
+    "tips": {"data.labeled_selection": "tips"},
     "tips_fw1e3": {"data.labeled_selection": "tips", "mpl.feedback_weight": 1e3},
+    "inner": {"data.labeled_selection": "inner"},
+    "fw1e2": {"mpl.feedback_weight": 1e2},
+    "sw0": {"mpl.supervised_weight": 0.0},
     "ub64": {"data.unlabeled_batch_size": 64},
     "ub64_fw1e3": {"data.unlabeled_batch_size": 64, "mpl.feedback_weight": 1e3},
     "noise0.2": {"data.noise": 0.2},
@@ -173,8 +173,10 @@ def accuracy_table(methods: list[str], overrides: dict, seeds: list[int],
 
 
 def _paired(accs: dict) -> None:
+  # Each MPL variant against the `off` ablation with the same pseudo labels.
+  own_off = {"mpl_argmax": "mpl_argmax_off", "mpl_meta": "mpl_meta_off"}
   pairs = [(a, b) for a in accs if a.startswith("mpl") and not a.endswith("off")
-           for b in ("mpl_off", "supervised", "pseudo_labels") if b in accs]
+           for b in (own_off.get(a, "mpl_off"), "supervised", "pseudo_labels") if b in accs]
   for a, b in pairs:
     d = accs[a] - accs[b]
     print(f"\n{a} − {b}: {100 * d.mean():+.1f} ± {100 * d.std():.1f} points "

@@ -46,9 +46,10 @@ def _check_finite(metrics: dict[str, float], step: int, checkpointer) -> None:
   bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
   if bad:
     last = checkpointer.latest_step()
-    raise NonFiniteError(
-        f"non-finite {', '.join(bad)} at step {step}; stopped. The newest checkpoint "
-        f"(step {last}) predates it; lower the learning rates or inspect the data")
+    kept = f"the newest checkpoint (step {last}) predates it" if last is not None else (
+        "no checkpoint was written")
+    raise NonFiniteError(f"non-finite {', '.join(bad)} at step {step}; stopped, {kept}; "
+                         "lower the learning rates or inspect the data")
 
 
 def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int
