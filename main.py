@@ -30,7 +30,7 @@ def main(argv):
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (config_checks.ConfigError, checkpointing.IncompatibleCheckpointError,
-          train.NonFiniteError, ValueError) as e:
+          train.NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(" ".join(f"{k}={v:.4f}" for k, v in sorted(result.eval_metrics.items())))

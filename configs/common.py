@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
       "baseline_decay": 0.0,     # moving reward baseline decay (0.99 typical); 0 = off
       "feedback_weight": 1.0,    # weight of the feedback term in the teacher's loss
       "supervised_weight": 1.0,  # weight of the teacher's supervised CE in its loss
-      "log_grad_parts": True,    # log |grad| of each teacher loss part (one batched vjp)
+      "log_grad_parts": False,   # log |grad| of each teacher loss part (3x teacher backward)
   })
   c.pseudo_labels = ml_collections.ConfigDict({
       "teacher_steps": 1000,     # supervised steps of the fixed teacher, before the student

@@ -42,6 +42,7 @@ def get_config(arg: str | None = None):
   })
   c.teacher.learning_rate = 0.1    # plain SGD, as the paper
   c.student.learning_rate = 0.1
+  c.mpl.log_grad_parts = True     # measure the feedback against the supervised gradient
   c.pseudo_labels.teacher_steps = 5000
   c.eval.every_steps = 1000
   c.eval.batch_size = 2000

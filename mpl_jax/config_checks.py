@@ -8,6 +8,7 @@ from mpl_jax import estimators
 from mpl_jax import models
 from mpl_jax import optim
 from mpl_jax.data import twomoon
+from mpl_jax.models import mlp
 
 METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
 
@@ -39,6 +40,8 @@ def validate(config) -> None:
   _one_of("method", config.method, METHODS)
   _one_of("data.name", config.data.name, sorted(data_lib.DATASETS))
   _one_of("model.name", config.model.name, sorted(models.MODELS))
+  if config.model.name == "mlp":
+    _one_of("model.activation", config.model.activation, sorted(mlp.ACTIVATIONS))
   _positive("num_steps", config.num_steps)
   _positive("log_every_steps", config.log_every_steps)
   _positive("checkpoint.every_steps", config.checkpoint.every_steps)

@@ -2,10 +2,12 @@
 
 Prints their accuracies on all 2,000 points beside the size of MPL's feedback, and writes
 `twomoon.png` with the three decision boundaries into the workdir. Each method trains in
-its own sub-workdir through `train_and_evaluate`, so it resumes like any run.
+its own sub-workdir through `train_and_evaluate`; the demo clears those sub-workdirs first,
+so every run trains from scratch and reports this run's feedback.
 """
 
 import os
+import shutil
 from typing import Sequence
 
 import numpy as np
@@ -67,7 +69,9 @@ def run(workdir: str, seed: int = 0, num_steps: int | None = None,
       config.eval.every_steps = num_steps
       config.checkpoint.every_steps = num_steps
     print(f"training {method} ...", flush=True)
-    results[method] = train.train_and_evaluate(config, os.path.join(workdir, method))
+    method_dir = os.path.join(workdir, method)
+    shutil.rmtree(method_dir, ignore_errors=True)
+    results[method] = train.train_and_evaluate(config, method_dir)
 
   print(f"\nTwoMoon, seed {seed}: accuracy of the student on all 2,000 points")
   print(f"{'method':<16}{'student':>9}{'teacher':>9}   feedback / supervised teacher gradient")

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mpl_jax.config_checks import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -16,7 +18,7 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   available = jax.device_count()
   n = num_devices or available
   if n > available:
-    raise ValueError(f"mesh.num_devices={n} but only {available} devices exist; set "
+    raise ConfigError(f"mesh.num_devices={n} but only {available} devices exist; set "
                      f"--config.mesh.num_devices to at most {available} (0 = all)")
   return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=jax.devices()[:n])
@@ -34,7 +36,7 @@ def check_batch_divides(name: str, size: int, mesh: Mesh) -> None:
   """Every batch dimension must divide by the number of devices in the mesh."""
   n = mesh.devices.size
   if size % n:
-    raise ValueError(f"{name}={size} does not divide by the {n} devices of the mesh; set it "
+    raise ConfigError(f"{name}={size} does not divide by the {n} devices of the mesh; set it "
                      f"to a multiple of {n} (e.g. {max(n, size // n * n)}) or set "
                      f"--config.mesh.num_devices")
 
