@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100       # metrics to TensorBoard and the console
   c.print_progress = True       # print a progress line at every log step
   c.label_smoothing = 0.0       # epsilon on every supervised and pseudo-label target
+  c.skip_nonfinite = False      # True: skip (and count) updates with NaN/Inf; False: stop
 
   c.teacher = optimizer(0.1)    # MPL's and pseudo labels' teacher
   c.student = optimizer(0.1)    # the evaluated network (the only one for supervised, uda)
@@ -57,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict({
       "every_steps": 1000,       # save this often and at the end
       "max_to_keep": 2,          # older checkpoints are deleted
+  })
+  c.faults = ml_collections.ConfigDict({
+      "nan_batch_at_step": -1,   # test hook: this step's batch becomes NaN; -1 = never
   })
   c.mesh = ml_collections.ConfigDict({
       "num_devices": 0,          # data-parallel devices; 0 = all

@@ -1,12 +1,19 @@
 """Orbax checkpoints: restore-or-init, async saves, and a refusal to mix experiments.
 
 Each checkpoint holds two items: `state` (the TrainState pytree) and `meta` (JSON: the
-method and the shape of every parameter). A workdir whose checkpoint has another
-signature than the current config is refused before anything is written to it.
+method and the dtype and shape of every array). A workdir whose checkpoint has another
+signature than the current config is refused before anything is written to it. Orbax
+writes each checkpoint into a temporary folder and renames it when complete, so a kill
+during a save leaves the previous checkpoint as the newest; no pickle is ever read.
 """
 
 import os
+import shutil
+import sys
+import time
 from typing import Any
+
+from absl import logging
 
 import jax
 import orbax.checkpoint as ocp
@@ -48,26 +55,48 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def check_compatible(self, current: dict[str, Any]) -> None:
-    """Raises IncompatibleCheckpointError when the newest checkpoint is another experiment's."""
-    step = self.latest_step()
-    if step is None:
-      return
-    saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    if saved.meta != current:
-      raise IncompatibleCheckpointError(
-          f"{self.directory} holds a checkpoint of a different experiment "
-          f"({_first_difference(saved.meta, current)}); use a new --workdir or the config "
-          "that made it")
+  def restore(self, abstract_state: Any, meta: dict[str, Any]) -> tuple[Any, int] | None:
+    """The newest readable checkpoint's state laid out like `abstract_state`, or None.
 
-  def restore(self, abstract_state: Any) -> tuple[Any, int] | None:
-    """The newest checkpoint's state laid out like `abstract_state`, or None if none."""
-    step = self.latest_step()
-    if step is None:
-      return None
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-    return restored.state, step
+    A checkpoint of another experiment (its `meta` differs) raises
+    IncompatibleCheckpointError before anything is changed. A damaged one (unreadable
+    meta or state: a truncated or partly written file) is moved to
+    `<workdir>/damaged_checkpoints/` with a warning, and the previous one is tried.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except  # damage shows as any error
+        self._set_aside(step, e)
+        continue
+      if saved.meta != meta:
+        raise IncompatibleCheckpointError(
+            f"{self.directory} holds a checkpoint of a different experiment "
+            f"({_first_difference(saved.meta, meta)}); use a new --workdir or the config "
+            "that made it")
+      try:
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e)
+        continue
+      return restored.state, step
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    """Moves a damaged checkpoint out of the way (never deletes it)."""
+    source = os.path.join(self.directory, str(step))
+    target_dir = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
+    os.makedirs(target_dir, exist_ok=True)
+    target = os.path.join(target_dir, f"{step}-{int(time.time())}")
+    shutil.move(source, target)
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    message = (f"warning: checkpoint {step} in {self.directory} is damaged "
+               f"({type(error).__name__}: {reason}); moved to {target}; "
+               "falling back to the previous checkpoint")
+    logging.warning(message)
+    print(message, file=sys.stderr, flush=True)
+    self.manager.reload()
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     self.manager.save(step, args=ocp.args.Composite(

@@ -101,7 +101,9 @@ def build(config) -> Experiment:
     ema = EmaState(params=jax.tree.map(jnp.copy, student_net.params),
                    model_state=jax.tree.map(jnp.copy, student_net.model_state))
     return TrainState(step=jnp.zeros((), jnp.int32), student=student_net, student_ema=ema,
-                      teacher=teacher_net, reward_baseline=jnp.zeros((), jnp.float32))
+                      teacher=teacher_net, reward_baseline=jnp.zeros((), jnp.float32),
+                      skipped_steps=jnp.zeros((), jnp.int32),
+                      first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
   return Experiment(dataset=dataset, deps=deps, phases=phases, init_fn=init_fn,
                     has_teacher=has_teacher)

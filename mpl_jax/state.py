@@ -39,6 +39,8 @@ class TrainState:
   student_ema: EmaState
   teacher: NetState | None
   reward_baseline: jax.Array  # moving average of the MPL reward h (0 until used)
+  skipped_steps: jax.Array  # updates skipped for non-finite values (skip_nonfinite)
+  first_nonfinite_step: jax.Array  # first step with a non-finite metric; -1 if none
 
 
 def make_apply(module: nn.Module) -> ApplyFn:

@@ -19,6 +19,7 @@ from mpl_jax import checkpointing
 from mpl_jax import config_checks
 from mpl_jax import evaluate
 from mpl_jax import experiment as experiment_lib
+from mpl_jax import guards
 from mpl_jax import sharding
 from mpl_jax import step as step_lib
 
@@ -35,6 +36,7 @@ class TrainResult:
   eval_metrics: dict[str, float]
   experiment: experiment_lib.Experiment
   history: dict[str, list[float]]  # logged step metrics of this invocation, by name
+  preempted: bool = False          # stopped by SIGTERM/preemption after a checkpoint
 
 
 def _format_eta(seconds: float) -> str:
@@ -42,14 +44,20 @@ def _format_eta(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _check_finite(metrics: dict[str, float], step: int, checkpointer) -> None:
+def _check_finite(state, metrics: dict[str, float], step: int, checkpointer,
+                  skip_nonfinite: bool) -> None:
+  """Raises NonFiniteError (unless skipping) if any step so far had a non-finite metric."""
+  first = int(jax.device_get(state.first_nonfinite_step))
+  if first < 0 or skip_nonfinite:
+    return
   bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
-  if bad:
-    last = checkpointer.latest_step()
-    kept = f"the newest checkpoint (step {last}) predates it" if last is not None else (
-        "no checkpoint was written")
-    raise NonFiniteError(f"non-finite {', '.join(bad)} at step {step}; stopped, {kept}; "
-                         "lower the learning rates or inspect the data")
+  what = ", ".join(bad) if bad else "a loss, gradient or reward"
+  last = checkpointer.latest_step()
+  kept = (f"the newest checkpoint (step {last}) predates it" if last is not None
+          else "no checkpoint was written")
+  raise NonFiniteError(
+      f"non-finite {what} at step {first} (seen at step {step}); stopped, {kept}; lower "
+      "the learning rates, inspect the data, or set --config.skip_nonfinite=True")
 
 
 def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int
@@ -96,12 +104,10 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   os.makedirs(workdir, exist_ok=True)
   checkpointer = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep)
-  checkpointer.check_compatible(meta)  # before anything is written
-
   restore_target = jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract,
       state_sharding)
-  restored = checkpointer.restore(restore_target)
+  restored = checkpointer.restore(restore_target, meta)  # refuses other experiments' dirs
   if restored is None:
     state = jax.jit(exp.init_fn, out_shardings=state_sharding)(rng_init)
     start = 0
@@ -113,9 +119,10 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
 
   batch_shard = sharding.batch_sharded(mesh)
   jitted = {
-      phase.name: jax.jit(phase.step_fn,
-                          in_shardings=(state_sharding, batch_shard, replicated),
-                          out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+      phase.name: jax.jit(
+          guards.guard_step(phase.step_fn, skip_nonfinite=config.skip_nonfinite),
+          in_shardings=(state_sharding, batch_shard, replicated),
+          out_shardings=(state_sharding, replicated), donate_argnums=(0,))
       for phase in exp.phases
   }
   eval_fn = evaluate.make_eval_fn(
@@ -128,35 +135,55 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   rng_train = jax.device_put(rng_train, replicated)
   last_time, last_step = time.time(), start
   history: dict[str, list[float]] = {}
-  for step in range(start, total):
-    phase = exp.phase_at(step)
-    batch = sharding.to_global(exp.dataset.source.batch(step), mesh)
-    state, metrics = jitted[phase.name](state, batch, rng_train)
-    done = step + 1
-    save_now = done % config.checkpoint.every_steps == 0 or done == total
-    if done % config.log_every_steps == 0 or save_now:
-      host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      _check_finite(host_metrics, done, checkpointer)
-      if done % config.log_every_steps == 0:
-        now = time.time()
-        rate = (done - last_step) / max(now - last_time, 1e-9)
-        last_time, last_step = now, done
-        writer.write_scalars(done, {**host_metrics, "steps_per_sec": rate})
-        for k, v in host_metrics.items():
-          history.setdefault(k, []).append(v)
-        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(host_metrics.items())
-                         if any(s in k for s in CONSOLE_KEYS))
-        if is_main and config.print_progress:
-          print(f"[{config.method}:{phase.name}] step {done}/{total} {shown} "
-                f"{rate:.1f} steps/s ETA {_format_eta((total - done) / rate)}", flush=True)
-    if done % config.eval.every_steps == 0 or done == total:
-      writer.write_scalars(done, _evaluate(exp, eval_fn, state, config.eval.batch_size))
-    if save_now:
-      checkpointer.save(done, state, meta)
+  preempted = False
+  try:
+    with guards.PreemptionSignal() as preemption:
+      for step in range(start, total):
+        phase = exp.phase_at(step)
+        host_batch = exp.dataset.source.batch(step)
+        if step == config.faults.nan_batch_at_step:
+          host_batch = guards.corrupt_batch(host_batch)
+        state, metrics = jitted[phase.name](state, sharding.to_global(host_batch, mesh), rng_train)
+        done = step + 1
+        preempted = preemption.requested or (
+            jax.process_count() > 1 and checkpointer.manager.reached_preemption(done))
+        save_now = done % config.checkpoint.every_steps == 0 or done == total or preempted
+        if done % config.log_every_steps == 0 or save_now:
+          host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          _check_finite(state, host_metrics, done, checkpointer, config.skip_nonfinite)
+          if done % config.log_every_steps == 0:
+            now = time.time()
+            rate = (done - last_step) / max(now - last_time, 1e-9)
+            last_time, last_step = now, done
+            writer.write_scalars(done, {**host_metrics, "steps_per_sec": rate})
+            for k, v in host_metrics.items():
+              history.setdefault(k, []).append(v)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(host_metrics.items())
+                             if any(s in k for s in CONSOLE_KEYS))
+            if is_main and config.print_progress:
+              print(f"[{config.method}:{phase.name}] step {done}/{total} {shown} "
+                    f"{rate:.1f} steps/s ETA {_format_eta((total - done) / rate)}", flush=True)
+        if (done % config.eval.every_steps == 0 or done == total) and not preempted:
+          writer.write_scalars(done, _evaluate(exp, eval_fn, state, config.eval.batch_size))
+        if save_now:
+          checkpointer.save(done, state, meta)
+        if preempted:
+          checkpointer.wait()  # the checkpoint has landed before we report and exit
+          break
 
-  checkpointer.wait()
+  finally:
+    checkpointer.wait()  # in-flight saves land even when the loop raises
+
   checkpointer.close()
+  if preempted:
+    writer.flush()
+    writer.close()
+    print(f"[{config.method}] preempted: checkpoint saved at step {done} in "
+          f"{checkpointer.directory}; rerun the same command to resume", flush=True)
+    return TrainResult(state=jax.device_get(state), eval_metrics={}, experiment=exp,
+                       history=history, preempted=True)
   final = _evaluate(exp, eval_fn, state, config.eval.batch_size)
+  final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)
   writer.flush()
   writer.close()

@@ -168,7 +168,8 @@ def _state(module, tp, sp, deps):
       student=NetState(sp, {}, sgd.init(sp)),
       student_ema=EmaState(sp, {}),
       teacher=NetState(tp, {}, sgd.init(tp)),
-      reward_baseline=jnp.float32(0.0))
+      reward_baseline=jnp.float32(0.0), skipped_steps=jnp.int32(0),
+      first_nonfinite_step=jnp.int32(-1))
 
 
 def test_meta_step_equals_grad_of_soft_label_objective():

@@ -3,8 +3,43 @@
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from mpl_jax.models import mlp
+from mpl_jax.models import resnet
+from mpl_jax.models import wide_resnet
+
+# Compute dtypes a config may name; parameters always stay float32.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _check_fields(cfg: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
+  """Fails on missing or unknown fields of a model section, naming the valid ones."""
+  name = cfg["name"]
+  present = set(cfg.keys()) - {"name"}
+  missing = required - present
+  if missing:
+    raise ValueError(f"model {name!r} needs fields {sorted(missing)}; it takes "
+                     f"{sorted(required)} and optionally {sorted(optional)}")
+  unknown = present - required - optional
+  if unknown:
+    raise ValueError(f"model {name!r} has unknown fields {sorted(unknown)}; valid: "
+                     f"{sorted(required | optional)}")
+
+
+def _dtype(cfg: Mapping[str, Any]) -> Any:
+  name = cfg.get("dtype", "float32")
+  if name not in DTYPES:
+    raise ValueError(f"model.dtype={name!r} is unknown; valid: {sorted(DTYPES)}")
+  return DTYPES[name]
+
+
+def _check_rates(cfg: Mapping[str, Any]) -> None:
+  if not 0.0 <= cfg["dropout_rate"] < 1.0:
+    raise ValueError(f"model.dropout_rate={cfg['dropout_rate']} must be in [0, 1)")
+  if not 0.0 <= cfg["bn_momentum"] < 1.0:
+    raise ValueError(f"model.bn_momentum={cfg['bn_momentum']} must be in [0, 1) "
+                     "(it is the decay of the running averages; MPL uses 0.99)")
 
 
 def _build_mlp(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
@@ -15,8 +50,33 @@ def _build_mlp(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
                  activation=cfg["activation"], init_scale=cfg["init_scale"])
 
 
+def _build_wide_resnet(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+  _check_fields(cfg, {"depth", "width", "dropout_rate", "bn_momentum"}, {"dtype"})
+  depth, width = cfg["depth"], cfg["width"]
+  if depth < 10 or (depth - 4) % 6:
+    raise ValueError(f"model.depth={depth} must be 6n + 4 with n >= 1 (28 for WRN-28-k)")
+  if width < 1 or int(width) != width:
+    raise ValueError(f"model.width={width} must be a positive integer")
+  _check_rates(cfg)
+  return wide_resnet.WideResNet(
+      num_classes=num_classes, depth=int(depth), width=int(width),
+      dropout_rate=float(cfg["dropout_rate"]), bn_momentum=float(cfg["bn_momentum"]),
+      dtype=_dtype(cfg))
+
+
+def _build_resnet50(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+  _check_fields(cfg, {"dropout_rate", "bn_momentum"}, {"dtype"})
+  _check_rates(cfg)
+  return resnet.ResNet(
+      num_classes=num_classes, stage_sizes=(3, 4, 6, 3),
+      dropout_rate=float(cfg["dropout_rate"]), bn_momentum=float(cfg["bn_momentum"]),
+      dtype=_dtype(cfg))
+
+
 MODELS: dict[str, Callable[[Mapping[str, Any], int], nn.Module]] = {
     "mlp": _build_mlp,
+    "wide_resnet": _build_wide_resnet,
+    "resnet50": _build_resnet50,
 }
 
 
