@@ -1,6 +1,7 @@
 """Trains one experiment: python main.py --config=configs/<experiment>.py --workdir=DIR."""
 
 import os
+import re
 import sys
 
 from absl import app
@@ -12,6 +13,25 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_flags(argv):
+  """absl flag parsing, with a one-line error for a misspelled --config.<field> override."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    text = str(e).replace("\\n", " ").replace("\n", " ").strip("'\" ")
+    guess = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    if guess:
+      text = f"no config field {guess.group(2)!r}; did you mean {guess.group(1)!r}?"
+    print(f"error: bad --config override: {text}", file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:  # the --config file could not be loaded
+    print(f"error: --config: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
+    sys.exit(2)
+  except flags.Error as e:
+    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
@@ -39,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

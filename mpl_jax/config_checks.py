@@ -28,8 +28,8 @@ def _positive(field: str, value, *, allow_zero: bool = False) -> None:
 
 
 def _check_optimizer(name: str, cfg) -> None:
-  _positive(f"{name}.learning_rate", cfg.learning_rate, allow_zero=True)
-  _positive(f"{name}.warmup_steps", cfg.warmup_steps, allow_zero=True)
+  for field in ("learning_rate", "warmup_steps", "weight_decay", "grad_clip_norm"):
+    _positive(f"{name}.{field}", cfg[field], allow_zero=True)
   _one_of(f"{name}.schedule", cfg.schedule, optim.SCHEDULES)
   if not 0.0 <= cfg.momentum < 1.0:
     raise ConfigError(f"{name}.momentum={cfg.momentum} must be in [0, 1)")
@@ -46,12 +46,23 @@ def validate(config) -> None:
   _positive("log_every_steps", config.log_every_steps)
   _positive("checkpoint.every_steps", config.checkpoint.every_steps)
   _positive("eval.every_steps", config.eval.every_steps)
+  if config.seed < 0:
+    raise ConfigError(f"seed={config.seed} must be >= 0")
+  _positive("eval.batch_size", config.eval.batch_size)
+  _positive("checkpoint.max_to_keep", config.checkpoint.max_to_keep)
   if config.data.name == "twomoon":
-    _one_of("data.labeled_selection", config.data.labeled_selection,
-            twomoon.LABELED_SELECTIONS)
-    _positive("data.labeled_per_class", config.data.labeled_per_class)
+    data = config.data
+    _one_of("data.labeled_selection", data.labeled_selection, twomoon.LABELED_SELECTIONS)
+    _positive("data.labeled_per_class", data.labeled_per_class)
+    if data.num_points < 2 * data.labeled_per_class:
+      raise ConfigError(f"data.num_points={data.num_points} cannot hold "
+                        f"data.labeled_per_class={data.labeled_per_class} per moon; use at "
+                        f"least {2 * data.labeled_per_class} points")
+    for field in ("noise", "strong_noise", "labeled_batch_size", "unlabeled_batch_size"):
+      _positive(f"data.{field}", data[field], allow_zero=True)
   _check_optimizer("student", config.student)
   _check_optimizer("teacher", config.teacher)
+  _positive("student.wait_steps", config.student.wait_steps, allow_zero=True)
   if not 0.0 <= config.student.ema_decay < 1.0:
     raise ConfigError(f"student.ema_decay={config.student.ema_decay} must be in [0, 1)")
   if not 0.0 <= config.label_smoothing < 1.0:
@@ -59,6 +70,7 @@ def validate(config) -> None:
   uda = config.uda
   _positive("uda.weight", uda.weight, allow_zero=True)
   _positive("uda.temperature", uda.temperature)
+  _positive("uda.ramp_steps", uda.ramp_steps, allow_zero=True)
   if not 0.0 <= uda.threshold <= 1.0:
     raise ConfigError(f"uda.threshold={uda.threshold} must be in [0, 1]")
   mpl = config.mpl
@@ -72,6 +84,8 @@ def validate(config) -> None:
   if mpl.estimator == "meta" and labels != "soft":
     raise ConfigError(f"mpl.estimator=meta differentiates through soft labels; set "
                       f"--config.mpl.labels=soft (or auto), not {labels!r}")
+  _positive("mpl.feedback_weight", mpl.feedback_weight, allow_zero=True)
+  _positive("mpl.supervised_weight", mpl.supervised_weight, allow_zero=True)
   if not 0.0 <= mpl.baseline_decay < 1.0:
     raise ConfigError(f"mpl.baseline_decay={mpl.baseline_decay} must be in [0, 1) (0 = off)")
   _one_of("pseudo_labels.targets", config.pseudo_labels.targets, estimators.LABELS)
