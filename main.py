@@ -26,9 +26,6 @@ def _parse_flags(argv):
       text = f"no config field {guess.group(2)!r}; did you mean {guess.group(1)!r}?"
     print(f"error: bad --config override: {text}", file=sys.stderr)
     sys.exit(2)
-  except OSError as e:  # the --config file could not be loaded
-    print(f"error: --config: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
-    sys.exit(2)
   except flags.Error as e:
     print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
     sys.exit(2)
@@ -48,7 +45,13 @@ def main(argv):
   from mpl_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from mpl_jax import train  # pylint: disable=g-import-not-at-top
   try:
-    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    config.to_dict()  # a file that failed to load raises here
+  except OSError as e:  # the --config file could not be loaded
+    print(f"error: --config: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    result = train.train_and_evaluate(config, _WORKDIR.value)
   except (config_checks.ConfigError, checkpointing.IncompatibleCheckpointError,
           train.NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr)

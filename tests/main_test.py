@@ -31,3 +31,15 @@ def test_bad_input_is_one_line_before_any_compute(tmp_path):
   assert errors == ["error: mpl.estimator='reinforcee' is unknown; valid: "
                     "['reinforce', 'meta', 'off']"]
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_typo_in_override_and_missing_config_file_are_one_line(tmp_path):
+  typo = run_main(["--config=configs/twomoon.py", f"--workdir={tmp_path}",
+                   "--config.mpl.estimater=meta"])
+  assert typo.returncode == 2
+  assert typo.stderr.strip().splitlines()[-1] == (
+      "error: bad --config override: no config field 'estimater'; did you mean 'estimator'?")
+  missing = run_main(["--config=configs/nope.py", f"--workdir={tmp_path}"])
+  assert missing.returncode == 2
+  assert missing.stderr.strip().splitlines()[-1] == (
+      "error: --config: [Errno 2] No such file or directory: 'configs/nope.py'")

@@ -73,6 +73,7 @@ def test_ten_random_sigkills_then_resume_is_bit_identical(tmp_path, straight_run
     assert max(checkpoint_steps(str(workdir))) < STEPS, "the run finished before the kill"
     kills += 1
     kills_during_save += bool(in_flight)
+  print(f"\nSIGKILLs: {kills}, during a checkpoint save: {kills_during_save}")
   assert kills_during_save >= 1, "no kill landed during a checkpoint save"
   final = run_main(args)
   assert final.returncode == 0, final.stderr[-2000:]
