@@ -42,6 +42,16 @@ def check_batch_divides(name: str, size: int, mesh: Mesh) -> None:
 
 
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """This host's batch -> global arrays sharded on the data axis."""
+  """The global batch, computed identically on every host -> global sharded arrays.
+
+  Each process contributes its contiguous slice of rows (process i of P: rows i*B/P to
+  (i+1)*B/P), which its devices hold on the `data` axis.
+  """
   sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+  count, index = jax.process_count(), jax.process_index()
+  out = {}
+  for k, v in batch.items():
+    rows = v.shape[0] // count
+    out[k] = jax.make_array_from_process_local_data(
+        sharding, v[index * rows:(index + 1) * rows], v.shape)
+  return out
