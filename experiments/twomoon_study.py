@@ -89,7 +89,7 @@ def parse_value(text: str):
       return cast(text)
     except ValueError:
       pass
-  if text.startswith("(") or text.startswith("["):
+  if "," in text or text.startswith("(") or text.startswith("["):  # model.hidden=16,16
     return tuple(int(v) for v in text.strip("()[]").split(",") if v)
   return text
 
