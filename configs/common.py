@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
       "teacher_steps": 1000,     # supervised steps of the fixed teacher, before the student
       "targets": "argmax",       # argmax | sample | soft labels from the fixed teacher
   })
+  c.finetune = ml_collections.ConfigDict({
+      "num_steps": 0,            # student steps on labeled data after the method; 0 = none
+      "learning_rate": 1e-5,     # constant; the student's optimizer restarts its momentum
+  })
   c.eval = ml_collections.ConfigDict({
       "every_steps": 1000,       # evaluate student (+ EMA, teacher) this often
       "batch_size": 1000,        # eval batch (padded); must divide by the device count

@@ -92,3 +92,5 @@ def validate(config) -> None:
   if config.method == "pseudo_labels":
     _positive("pseudo_labels.teacher_steps", config.pseudo_labels.teacher_steps)
   _positive("mesh.num_devices", config.mesh.num_devices, allow_zero=True)
+  _positive("finetune.num_steps", config.finetune.num_steps, allow_zero=True)
+  _positive("finetune.learning_rate", config.finetune.learning_rate, allow_zero=True)

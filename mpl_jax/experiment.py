@@ -36,6 +36,15 @@ class Experiment:
   def total_steps(self) -> int:
     return sum(p.num_steps for p in self.phases)
 
+  def phase_end(self, phase: Phase) -> int:
+    """The global step count at which `phase` ends."""
+    end = 0
+    for p in self.phases:
+      end += p.num_steps
+      if p is phase:
+        return end
+    raise ValueError(f"{phase.name} is not a phase of this experiment")
+
   def phase_at(self, step: int) -> Phase:
     end = 0
     for phase in self.phases:
@@ -91,6 +100,14 @@ def build(config) -> Experiment:
               Phase("pseudo_labels", config.num_steps, bind(step_lib.pseudo_label_step)))
   else:
     phases = (Phase("mpl", config.num_steps, bind(step_lib.mpl_step)),)
+  if config.finetune.num_steps:
+    # The student's optimizer (same momentum, decay and clipping) at a constant rate.
+    finetune_lr = float(config.finetune.learning_rate)
+    finetune_deps = dataclasses.replace(deps, student=step_lib.Network(
+        student.apply, student.tx, lambda step: jnp.asarray(finetune_lr, jnp.float32)))
+    first = sum(p.num_steps for p in phases)
+    phases += (Phase("finetune", config.finetune.num_steps, functools.partial(
+        step_lib.finetune_step, deps=finetune_deps, first_step=first)),)
 
   sample = jnp.zeros((1,) + dataset.input_shape, jnp.float32)
 

@@ -119,6 +119,24 @@ def supervised_step(state: TrainState, batch, rng, *, deps: StepDeps
   return _finish(state, deps, student=student), metrics
 
 
+def finetune_step(state: TrainState, batch, rng, *, deps: StepDeps, first_step: int
+                  ) -> tuple[TrainState, Metrics]:
+  """After MPL (the paper's recipe): the student learns from the labeled batch.
+
+  `deps.student` carries the finetune learning rate. The optimizer state (momentum) starts
+  afresh at `first_step`, the first step of the finetune phase.
+  """
+  fresh = deps.student.tx.init(state.student.params)
+  restart = state.step == first_step
+  opt_state = jax.tree.map(lambda new, old: jnp.where(restart, new, old), fresh,
+                           state.student.opt_state)
+  state = state.replace(student=state.student.replace(opt_state=opt_state))
+  rng = jax.random.fold_in(rng, state.step)
+  student, metrics = _supervised_update(state.student, deps.student, batch["labeled_x"],
+                                        batch["labeled_y"], rng, state.step, deps, "student")
+  return _finish(state, deps, student=student), metrics
+
+
 def teacher_pretrain_step(state: TrainState, batch, rng, *, deps: StepDeps
                           ) -> tuple[TrainState, Metrics]:
   """Pseudo-labels baseline, phase 1: the teacher learns from the labeled batch."""

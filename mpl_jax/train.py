@@ -86,6 +86,21 @@ def _write_json(path: str, payload: dict) -> None:
   os.replace(tmp, path)
 
 
+def _record_phase_end(workdir: str, phase: str, step: int, evals: dict[str, float]) -> None:
+  """Keeps each finished phase's evaluation (phase_ends.json) for results.json."""
+  path = os.path.join(workdir, "phase_ends.json")
+  record = _read_json(path)
+  record[phase] = {"step": step, **evals}
+  _write_json(path, record)
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
 def train_and_evaluate(config, workdir: str) -> TrainResult:
   """Trains `config.method` in `workdir`, resuming from its newest checkpoint if any."""
   config_checks.validate(config)
@@ -163,8 +178,12 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             if is_main and config.print_progress:
               print(f"[{config.method}:{phase.name}] step {done}/{total} {shown} "
                     f"{rate:.1f} steps/s ETA {_format_eta((total - done) / rate)}", flush=True)
-        if (done % config.eval.every_steps == 0 or done == total) and not preempted:
-          writer.write_scalars(done, _evaluate(exp, eval_fn, state, config.eval.batch_size))
+        phase_end = done == exp.phase_end(phase) and done < total
+        if (done % config.eval.every_steps == 0 or done == total or phase_end) and not preempted:
+          evals = _evaluate(exp, eval_fn, state, config.eval.batch_size)
+          writer.write_scalars(done, evals)
+          if phase_end and is_main:  # e.g. the student before finetuning
+            _record_phase_end(workdir, phase.name, done, evals)
         if save_now:
           checkpointer.save(done, state, meta)
         if preempted:
@@ -189,7 +208,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   writer.close()
   if is_main:
     _write_json(os.path.join(workdir, "results.json"),
-                {"method": config.method, "step": total, **final})
+                {"method": config.method, "step": total, **final,
+                 "phase_ends": _read_json(os.path.join(workdir, "phase_ends.json"))})
   return TrainResult(state=jax.device_get(state), eval_metrics=final, experiment=exp,
                      history=history)
 

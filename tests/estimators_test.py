@@ -236,3 +236,25 @@ def test_sampled_labels_follow_the_teacher_distribution():
 def test_baseline_moves_toward_reward():
   b = estimators.update_baseline(jnp.float32(0.0), jnp.float32(1.0), 0.99)
   assert float(b) == pytest.approx(0.01)
+
+
+def test_finetune_restarts_momentum_at_its_first_step():
+  module, tp, sp, batch = _problem()
+  apply = make_apply(module)
+  momentum = optax.sgd(1.0, momentum=0.9)
+  network = step_lib.Network(apply, momentum, lambda step: jnp.asarray(0.1))
+  deps = step_lib.StepDeps(student=network, teacher=None, num_classes=NUM_CLASSES)
+  stale = jax.tree.map(lambda x: jnp.full_like(x, 7.0), momentum.init(sp))
+  state = TrainState(step=jnp.int32(5), student=NetState(sp, {}, stale),
+                     student_ema=EmaState(sp, {}), teacher=None,
+                     reward_baseline=jnp.float32(0.0), skipped_steps=jnp.int32(0),
+                     first_nonfinite_step=jnp.int32(-1))
+  grads = jax.grad(lambda p: _labeled_loss(module, p, batch))(sp)
+  at_start, _ = step_lib.finetune_step(state, batch, jax.random.key(0), deps=deps,
+                                       first_step=5)
+  later, _ = step_lib.finetune_step(state, batch, jax.random.key(0), deps=deps, first_step=2)
+  # A fresh trace after one step is the gradient itself; a stale one is 0.9 * 7 + g.
+  np.testing.assert_allclose(_flat(at_start.student.opt_state[0].trace), _flat(grads),
+                             rtol=1e-6)
+  np.testing.assert_allclose(_flat(later.student.opt_state[0].trace),
+                             0.9 * 7.0 + _flat(grads), rtol=1e-6)

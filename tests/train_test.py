@@ -141,3 +141,24 @@ def test_outputs_written(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["method"] == "uda"
   assert any(f.startswith("events.out") for f in os.listdir(tmp_path / "tensorboard"))
   assert "uda/mask_rate" in result.history and "student/loss_uda" in result.history
+
+
+def test_finetune_phase_trains_only_the_student_and_reports_before_and_after(tmp_path):
+  c = tiny_config("mpl")
+  c.finetune.num_steps = 10
+  c.finetune.learning_rate = 0.5
+  result = train.train_and_evaluate(c, str(tmp_path / "ft"))
+  assert [p.name for p in result.experiment.phases] == ["mpl", "finetune"]
+  assert int(result.state.step) == 50
+  c.finetune.num_steps = 0
+  plain = train.train_and_evaluate(c, str(tmp_path / "plain")).state  # the same 40 MPL steps
+  np.testing.assert_array_equal(flat_params(result.state.teacher.params),
+                                flat_params(plain.teacher.params))
+  assert not np.allclose(flat_params(result.state.student.params),
+                         flat_params(plain.student.params))
+  saved = json.loads((tmp_path / "ft" / "results.json").read_text())
+  before = saved["phase_ends"]["mpl"]
+  assert before["step"] == 40
+  plain_results = json.loads((tmp_path / "plain" / "results.json").read_text())
+  assert before["eval/student_accuracy"] == plain_results["eval/student_accuracy"]
+  assert plain_results["phase_ends"] == {}
