@@ -8,7 +8,6 @@ from mpl_jax import estimators
 from mpl_jax import models
 from mpl_jax import optim
 from mpl_jax.data import twomoon
-from mpl_jax.models import mlp
 
 METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
 
@@ -40,8 +39,10 @@ def validate(config) -> None:
   _one_of("method", config.method, METHODS)
   _one_of("data.name", config.data.name, sorted(data_lib.DATASETS))
   _one_of("model.name", config.model.name, sorted(models.MODELS))
-  if config.model.name == "mlp":
-    _one_of("model.activation", config.model.activation, sorted(mlp.ACTIVATIONS))
+  try:  # every model checks its own fields; building a module computes nothing
+    models.build(config.model, num_classes=2)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ConfigError(str(e).strip("'\"")) from None
   _positive("num_steps", config.num_steps)
   _positive("log_every_steps", config.log_every_steps)
   _positive("checkpoint.every_steps", config.checkpoint.every_steps)
@@ -50,6 +51,17 @@ def validate(config) -> None:
     raise ConfigError(f"seed={config.seed} must be >= 0")
   _positive("eval.batch_size", config.eval.batch_size)
   _positive("checkpoint.max_to_keep", config.checkpoint.max_to_keep)
+  if config.data.name == "digits":
+    for field in ("labeled_per_class", "validation_per_class", "test_per_class"):
+      _positive(f"data.{field}", config.data[field])
+    _positive("data.unlabeled_batch_size", config.data.unlabeled_batch_size)
+    for field in ("labeled_batch_size", "max_shift", "cutout_size", "strong_noise"):
+      _positive(f"data.{field}", config.data[field], allow_zero=True)
+    per_class = (config.data.labeled_per_class + config.data.validation_per_class +
+                 config.data.test_per_class)
+    if per_class > 170:  # the smallest digit class has 174 images
+      raise ConfigError(f"data: labeled + validation + test per class = {per_class} leaves "
+                        "too few unlabeled images (each class has at least 174); lower them")
   if config.data.name == "twomoon":
     data = config.data
     _one_of("data.labeled_selection", data.labeled_selection, twomoon.LABELED_SELECTIONS)

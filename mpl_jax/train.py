@@ -60,22 +60,16 @@ def _check_finite(state, metrics: dict[str, float], step: int, checkpointer,
       "the learning rates, inspect the data, or set --config.skip_nonfinite=True")
 
 
-def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int
-              ) -> dict[str, float]:
+def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int,
+              split: str = "eval") -> dict[str, float]:
+  """Accuracy of the student, its EMA and the teacher on `eval` (validation) or `test`."""
   ds = exp.dataset
-  out = {
-      "eval/student_accuracy": evaluate.accuracy(
-          eval_fn, state.student.params, state.student.model_state, ds.eval_x, ds.eval_y,
-          batch_size),
-      "eval/student_ema_accuracy": evaluate.accuracy(
-          eval_fn, state.student_ema.params, state.student_ema.model_state, ds.eval_x,
-          ds.eval_y, batch_size),
-  }
+  x, y = (ds.eval_x, ds.eval_y) if split == "eval" else (ds.test_x, ds.test_y)
+  nets = {"student": state.student, "student_ema": state.student_ema}
   if exp.has_teacher:
-    out["eval/teacher_accuracy"] = evaluate.accuracy(
-        eval_fn, state.teacher.params, state.teacher.model_state, ds.eval_x, ds.eval_y,
-        batch_size)
-  return out
+    nets["teacher"] = state.teacher
+  return {f"{split}/{name}_accuracy": evaluate.accuracy(
+      eval_fn, net.params, net.model_state, x, y, batch_size) for name, net in nets.items()}
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -202,6 +196,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     return TrainResult(state=jax.device_get(state), eval_metrics={}, experiment=exp,
                        history=history, preempted=True)
   final = _evaluate(exp, eval_fn, state, config.eval.batch_size)
+  if exp.dataset.test_x is not None:  # the test split: once, at the end
+    final.update(_evaluate(exp, eval_fn, state, config.eval.batch_size, split="test"))
   final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)
   writer.flush()

@@ -45,3 +45,37 @@ def test_step_models_and_estimators_import_no_tensorflow():
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
   assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_digits_splits_are_balanced_disjoint_and_seeded():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mpl_jax.data import digits  # pylint: disable=g-import-not-at-top
+  _, labels = digits.load()
+  kwargs = dict(test_per_class=50, validation_per_class=20, labeled_per_class=5, split_seed=0)
+  a = digits.make_splits(labels, seed=1, **kwargs)
+  b = digits.make_splits(labels, seed=1, **kwargs)
+  c = digits.make_splits(labels, seed=2, **kwargs)
+  for name in ("labeled", "unlabeled", "validation", "test"):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+  np.testing.assert_array_equal(a.test, c.test)  # the test set does not follow the run seed
+  assert not np.array_equal(a.labeled, c.labeled)
+  assert np.all(np.bincount(labels[a.labeled], minlength=10) == 5)
+  assert np.all(np.bincount(labels[a.test], minlength=10) == 50)
+  sets = [set(a.labeled), set(a.unlabeled), set(a.validation), set(a.test)]
+  assert sum(len(s) for s in sets) == len(labels) and len(set().union(*sets)) == len(labels)
+
+
+def test_digits_views_shift_and_cut_out():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mpl_jax.data import digits  # pylint: disable=g-import-not-at-top
+  image = np.zeros((1, 8, 8, 1), np.float32)
+  image[0, 4, 4, 0] = 1.0
+  rng = np.random.default_rng(0)
+  moved = digits.shift(np.repeat(image, 200, axis=0), 1, rng)
+  ys, xs = np.nonzero(moved[..., 0].reshape(200, 8, 8).sum(axis=0))
+  assert set(ys) == {3, 4, 5} and set(xs) == {3, 4, 5}  # every shift within 1 pixel
+  assert np.all(moved.sum(axis=(1, 2, 3)) == 1.0)
+  ones = np.ones((50, 8, 8, 1), np.float32)
+  cut = digits.cutout(ones, 3, rng)
+  zeros = (cut == 0).sum(axis=(1, 2, 3))
+  assert zeros.max() == 9 and zeros.min() >= 4  # a 3x3 square, clipped at borders

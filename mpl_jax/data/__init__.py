@@ -6,7 +6,24 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from mpl_jax.data import digits
 from mpl_jax.data import twomoon
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseAugment:
+  """Views for low-dimensional points: weak = the point, strong = + N(0, noise^2)."""
+
+  noise: float = 0.0
+
+  def weak(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    del rng
+    return x
+
+  def strong(self, weak_x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if not self.noise:
+      return weak_x
+    return weak_x + rng.normal(scale=self.noise, size=weak_x.shape).astype(weak_x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,8 +32,8 @@ class InMemorySource:
 
   A batch size equal to the set's size takes the whole set in order (full batch);
   otherwise examples are drawn with a generator seeded by (seed, step), without
-  replacement when the batch is smaller than the set. The strong view adds Gaussian noise
-  of std `strong_noise` to the weak view (the identity) for low-dimensional data.
+  replacement when the batch is smaller than the set. `augment` makes the weak view
+  (also applied to labeled examples when `augment_labeled`) and the strong view from it.
   """
 
   labeled_x: np.ndarray
@@ -25,8 +42,9 @@ class InMemorySource:
   unlabeled_y: np.ndarray | None
   labeled_batch_size: int
   unlabeled_batch_size: int
-  strong_noise: float
+  augment: Any
   seed: int
+  augment_labeled: bool = False
 
   def _indices(self, rng: np.random.Generator, size: int, batch: int) -> np.ndarray:
     if batch == size:
@@ -38,11 +56,12 @@ class InMemorySource:
     rng = np.random.default_rng([self.seed, step])
     li = self._indices(rng, len(self.labeled_y), self.labeled_batch_size)
     ui = self._indices(rng, len(self.unlabeled_x), self.unlabeled_batch_size)
-    weak = self.unlabeled_x[ui]
-    strong = weak
-    if self.strong_noise > 0:
-      strong = weak + rng.normal(scale=self.strong_noise, size=weak.shape).astype(weak.dtype)
-    out = {"labeled_x": self.labeled_x[li], "labeled_y": self.labeled_y[li],
+    weak = self.augment.weak(self.unlabeled_x[ui], rng)
+    strong = self.augment.strong(weak, rng)
+    labeled = self.labeled_x[li]
+    if self.augment_labeled:
+      labeled = self.augment.weak(labeled, rng)
+    out = {"labeled_x": labeled, "labeled_y": self.labeled_y[li],
            "unlabeled_weak": weak, "unlabeled_strong": strong}
     if self.unlabeled_y is not None:
       out["unlabeled_y"] = self.unlabeled_y[ui]
@@ -51,7 +70,8 @@ class InMemorySource:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A training source plus the evaluation set and what models need to know."""
+  """A training source, the evaluation set used during training (validation), an
+  optional test set evaluated once at the end, and what models need to know."""
 
   source: InMemorySource
   eval_x: np.ndarray
@@ -59,6 +79,8 @@ class Dataset:
   num_classes: int
   input_shape: tuple[int, ...]
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  test_x: np.ndarray | None = None
+  test_y: np.ndarray | None = None
 
 
 def _build_twomoon(cfg: Mapping[str, Any], seed: int) -> Dataset:
@@ -70,13 +92,34 @@ def _build_twomoon(cfg: Mapping[str, Any], seed: int) -> Dataset:
   source = InMemorySource(
       labeled_x=x[labeled], labeled_y=y[labeled], unlabeled_x=x, unlabeled_y=y,
       labeled_batch_size=labeled_batch, unlabeled_batch_size=unlabeled_batch,
-      strong_noise=float(cfg["strong_noise"]), seed=seed)
+      augment=NoiseAugment(float(cfg["strong_noise"])), seed=seed)
   return Dataset(source=source, eval_x=x, eval_y=y, num_classes=2, input_shape=(2,),
                  extras={"labeled_indices": labeled})
 
 
+def _build_digits(cfg: Mapping[str, Any], seed: int) -> Dataset:
+  images, labels = digits.load()
+  splits = digits.make_splits(
+      labels, test_per_class=cfg["test_per_class"],
+      validation_per_class=cfg["validation_per_class"],
+      labeled_per_class=cfg["labeled_per_class"], split_seed=cfg["split_seed"], seed=seed)
+  source = InMemorySource(
+      labeled_x=images[splits.labeled], labeled_y=labels[splits.labeled],
+      unlabeled_x=images[splits.unlabeled], unlabeled_y=labels[splits.unlabeled],
+      labeled_batch_size=cfg["labeled_batch_size"] or len(splits.labeled),
+      unlabeled_batch_size=cfg["unlabeled_batch_size"],
+      augment=digits.DigitsAugment(max_shift=cfg["max_shift"],
+                                   cutout_size=cfg["cutout_size"], noise=cfg["strong_noise"]),
+      seed=seed, augment_labeled=True)
+  return Dataset(source=source, eval_x=images[splits.validation],
+                 eval_y=labels[splits.validation], num_classes=10, input_shape=(8, 8, 1),
+                 extras={"splits": splits}, test_x=images[splits.test],
+                 test_y=labels[splits.test])
+
+
 DATASETS: dict[str, Callable[[Mapping[str, Any], int], Dataset]] = {
     "twomoon": _build_twomoon,
+    "digits": _build_digits,
 }
 
 
