@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
   })
   c.faults = ml_collections.ConfigDict({
       "nan_batch_at_step": -1,   # test hook: this step's batch becomes NaN; -1 = never
+      "preempt_at_step": -1,     # test hook: act as if SIGTERM came at this step; -1 = never
   })
   c.mesh = ml_collections.ConfigDict({
       "num_devices": 0,          # data-parallel devices; 0 = all

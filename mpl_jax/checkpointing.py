@@ -16,6 +16,7 @@ from typing import Any
 from absl import logging
 
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 
@@ -63,7 +64,8 @@ class Checkpointer:
     meta or state: a truncated or partly written file) is moved to
     `<workdir>/damaged_checkpoints/` with a warning, and the previous one is tried.
     """
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
       try:
         saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
       except Exception as e:  # pylint: disable=broad-except  # damage shows as any error
@@ -81,15 +83,22 @@ class Checkpointer:
         self._set_aside(step, e)
         continue
       return restored.state, step
+    if steps:  # never silently start over in a workdir that had checkpoints
+      raise IncompatibleCheckpointError(
+          f"none of the checkpoints {sorted(steps)} in {self.directory} could be read (they "
+          f"are now in damaged_checkpoints/); fix the storage or use a new --workdir")
     return None
 
   def _set_aside(self, step: int, error: Exception) -> None:
     """Moves a damaged checkpoint out of the way (never deletes it)."""
     source = os.path.join(self.directory, str(step))
     target_dir = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
-    os.makedirs(target_dir, exist_ok=True)
     target = os.path.join(target_dir, f"{step}-{int(time.time())}")
-    shutil.move(source, target)
+    if jax.process_index() == 0:
+      os.makedirs(target_dir, exist_ok=True)
+      shutil.move(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
     message = (f"warning: checkpoint {step} in {self.directory} is damaged "
                f"({type(error).__name__}: {reason}); moved to {target}; "

@@ -4,6 +4,7 @@ one line naming the field and what to change."""
 from typing import Any
 
 from mpl_jax import data as data_lib
+from mpl_jax import errors
 from mpl_jax import estimators
 from mpl_jax import models
 from mpl_jax import optim
@@ -12,8 +13,7 @@ from mpl_jax.data import twomoon
 METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
 
 
-class ConfigError(ValueError):
-  """A config field has a value that cannot work."""
+ConfigError = errors.ConfigError
 
 
 def _one_of(field: str, value: Any, valid) -> None:
@@ -72,6 +72,9 @@ def validate(config) -> None:
                         f"least {2 * data.labeled_per_class} points")
     for field in ("noise", "strong_noise", "labeled_batch_size", "unlabeled_batch_size"):
       _positive(f"data.{field}", data[field], allow_zero=True)
+  for name in ("student", "teacher"):
+    if config[name].nesterov and not config[name].momentum:
+      raise ConfigError(f"{name}.nesterov=True needs {name}.momentum > 0 (e.g. 0.9)")
   _check_optimizer("student", config.student)
   _check_optimizer("teacher", config.teacher)
   _positive("student.wait_steps", config.student.wait_steps, allow_zero=True)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mpl_jax import losses
+from mpl_jax.state import tree_dot
 
 ESTIMATORS = ("reinforce", "meta", "off")
 REWARDS = ("dot", "taylor")
@@ -58,9 +59,7 @@ def reinforce_cotangent(teacher_strong_logits: jax.Array, targets: jax.Array,
 def dot_reward(student_lr: jax.Array, grad_labeled_after: object,
                grad_unlabeled: object) -> jax.Array:
   """h = eta_S * <grad L_l(theta_S'), g_u>: first-order L_l(theta_S) - L_l(theta_S')."""
-  leaves_a = jax.tree.leaves(grad_labeled_after)
-  leaves_b = jax.tree.leaves(grad_unlabeled)
-  return student_lr * sum(jnp.vdot(a, b) for a, b in zip(leaves_a, leaves_b))
+  return student_lr * tree_dot(grad_labeled_after, grad_unlabeled)
 
 
 def taylor_reward(loss_before: jax.Array, loss_after: jax.Array) -> jax.Array:

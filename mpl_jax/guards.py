@@ -32,7 +32,8 @@ def guard_step(step_fn: Callable, *, skip_nonfinite: bool) -> Callable:
     first = jnp.where((state.first_nonfinite_step < 0) & jnp.logical_not(finite),
                       state.step + 1, state.first_nonfinite_step)
     new_state = new_state.replace(first_nonfinite_step=first)
-    return new_state, {**metrics, "train/skipped_steps": new_state.skipped_steps}
+    return new_state, {**metrics, "train/skipped_steps": new_state.skipped_steps,
+                       "train/first_nonfinite_step": first}
 
   return guarded
 
@@ -41,23 +42,24 @@ class PreemptionSignal:
   """Context manager: the first SIGTERM asks the loop to checkpoint and stop.
 
   Later SIGTERMs while that checkpoint is written are ignored (logged), so a second signal
-  cannot interrupt the save. Only installed from the main thread, where Python allows it.
+  cannot interrupt the save. Installed only when `install` (single-process runs: with
+  several processes JAX's preemption service owns SIGTERM and they must stop at the same
+  step) and from the main thread, where Python allows it.
   """
 
-  def __init__(self):
+  def __init__(self, install: bool = True):
     self.requested = False
-    self.count = 0
+    self._install = install
     self._previous = None
 
   def _handle(self, signum, frame):
     del frame
-    self.count += 1
     if self.requested:
       print(f"signal {signum} again: still saving the checkpoint, ignored", flush=True)
     self.requested = True
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if self._install and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 

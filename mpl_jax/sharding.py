@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mpl_jax.config_checks import ConfigError
+from mpl_jax.errors import ConfigError
 
 DATA_AXIS = "data"
 

@@ -85,4 +85,4 @@ def tree_norm(tree: PyTree) -> jax.Array:
 
 def tree_dot(a: PyTree, b: PyTree) -> jax.Array:
   """Sum of elementwise products of two pytrees of the same structure."""
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return optax.tree.vdot(a, b)

@@ -16,7 +16,7 @@ import optax
 
 from mpl_jax import estimators
 from mpl_jax import losses
-from mpl_jax.state import ApplyFn, NetState, TrainState, ema_update, tree_norm
+from mpl_jax.state import ApplyFn, NetState, TrainState, ema_update, tree_dot, tree_norm
 
 Metrics = dict[str, jax.Array]
 
@@ -220,8 +220,7 @@ def pseudo_label_step(state: TrainState, batch, rng, *, deps: StepDeps
 
 
 def _cosine(a, b) -> jax.Array:
-  dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  return dot / (tree_norm(a) * tree_norm(b) + 1e-30)
+  return tree_dot(a, b) / (tree_norm(a) * tree_norm(b) + 1e-30)
 
 
 def student_step_and_feedback(student: NetState, targets: jax.Array, t_s: jax.Array, batch,

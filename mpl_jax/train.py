@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -44,10 +45,10 @@ def _format_eta(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _check_finite(state, metrics: dict[str, float], step: int, checkpointer,
+def _check_finite(metrics: dict[str, float], step: int, checkpointer,
                   skip_nonfinite: bool) -> None:
   """Raises NonFiniteError (unless skipping) if any step so far had a non-finite metric."""
-  first = int(jax.device_get(state.first_nonfinite_step))
+  first = int(metrics["train/first_nonfinite_step"])
   if first < 0 or skip_nonfinite:
     return
   bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
@@ -117,14 +118,22 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract,
       state_sharding)
   restored = checkpointer.restore(restore_target, meta)  # refuses other experiments' dirs
+  is_main = jax.process_index() == 0
   if restored is None:
     state = jax.jit(exp.init_fn, out_shardings=state_sharding)(rng_init)
     start = 0
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    if is_main:
+      _write_json(os.path.join(workdir, "config.json"), config.to_dict())
   else:
     state, start = restored
     logging.info("Resumed from %s at step %d", checkpointer.directory, start)
     print(f"[{config.method}] resumed from step {start} in {workdir}", flush=True)
+    first = _read_json(os.path.join(workdir, "config.json"))
+    if is_main and first and first != json.loads(json.dumps(config.to_dict(), default=str)):
+      changed = os.path.join(workdir, f"config.resumed_at_{start}.json")
+      _write_json(changed, config.to_dict())
+      print(f"[{config.method}] warning: the config differs from the one this run started "
+            f"with (config.json); it is saved as {changed}", flush=True)
 
   batch_shard = sharding.batch_sharded(mesh)
   jitted = {
@@ -145,8 +154,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   last_time, last_step = time.time(), start
   history: dict[str, list[float]] = {}
   preempted = False
+  done = start
   try:
-    with guards.PreemptionSignal() as preemption:
+    with guards.PreemptionSignal(install=jax.process_count() == 1) as preemption:
       for step in range(start, total):
         phase = exp.phase_at(step)
         host_batch = exp.dataset.source.batch(step)
@@ -154,12 +164,15 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
           host_batch = guards.corrupt_batch(host_batch)
         state, metrics = jitted[phase.name](state, sharding.to_global(host_batch, mesh), rng_train)
         done = step + 1
-        preempted = preemption.requested or (
-            jax.process_count() > 1 and checkpointer.manager.reached_preemption(done))
+        # One process: our SIGTERM handler. Several: orbax's preemption sync point, which
+        # every process reaches at the same step (JAX's own handler stays installed).
+        preempted = (preemption.requested or step == config.faults.preempt_at_step or (
+            jax.process_count() > 1 and checkpointer.manager.reached_preemption(done)))
         save_now = done % config.checkpoint.every_steps == 0 or done == total or preempted
-        if done % config.log_every_steps == 0 or save_now:
+        phase_end = done == exp.phase_end(phase) and done < total
+        if done % config.log_every_steps == 0 or save_now or phase_end:
           host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          _check_finite(state, host_metrics, done, checkpointer, config.skip_nonfinite)
+          _check_finite(host_metrics, done, checkpointer, config.skip_nonfinite)
           if done % config.log_every_steps == 0:
             now = time.time()
             rate = (done - last_step) / max(now - last_time, 1e-9)
@@ -172,8 +185,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             if is_main and config.print_progress:
               print(f"[{config.method}:{phase.name}] step {done}/{total} {shown} "
                     f"{rate:.1f} steps/s ETA {_format_eta((total - done) / rate)}", flush=True)
-        phase_end = done == exp.phase_end(phase) and done < total
-        if (done % config.eval.every_steps == 0 or done == total or phase_end) and not preempted:
+        periodic_eval = (done % config.eval.every_steps == 0 or done == total) and not preempted
+        if periodic_eval or phase_end:  # a phase end is recorded even when preempted
           evals = _evaluate(exp, eval_fn, state, config.eval.batch_size)
           writer.write_scalars(done, evals)
           if phase_end and is_main:  # e.g. the student before finetuning
@@ -181,16 +194,15 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         if save_now:
           checkpointer.save(done, state, meta)
         if preempted:
-          checkpointer.wait()  # the checkpoint has landed before we report and exit
           break
-
   finally:
     checkpointer.wait()  # in-flight saves land even when the loop raises
+    checkpointer.close()
+    writer.flush()  # the metrics before a failure are what explains it
+    if preempted or sys.exc_info()[0] is not None:
+      writer.close()
 
-  checkpointer.close()
   if preempted:
-    writer.flush()
-    writer.close()
     print(f"[{config.method}] preempted: checkpoint saved at step {done} in "
           f"{checkpointer.directory}; rerun the same command to resume", flush=True)
     return TrainResult(state=jax.device_get(state), eval_metrics={}, experiment=exp,
@@ -200,7 +212,6 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     final.update(_evaluate(exp, eval_fn, state, config.eval.batch_size, split="test"))
   final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)
-  writer.flush()
   writer.close()
   if is_main:
     _write_json(os.path.join(workdir, "results.json"),

@@ -43,19 +43,23 @@ def _problem(seed=0):
       "labeled_y": jax.random.randint(k[3], (N_LABELED,), 0, NUM_CLASSES),
       "unlabeled_weak": jax.random.normal(k[4], (N_UNLABELED, FEATURES)),
   }
-  batch["unlabeled_strong"] = batch["unlabeled_weak"]
+  # A strong view distinct from the weak one: labels must come from the strong view.
+  batch["unlabeled_strong"] = batch["unlabeled_weak"] + 0.5 * jax.random.normal(
+      k[5], (N_UNLABELED, FEATURES))
   return module, teacher_params, student_params, batch
 
 
-def _deps(module, eta, *, estimator, reward="dot", labels="sample", teacher_lr=1.0):
+def _deps(module, eta, *, estimator, reward="dot", labels="sample", teacher_lr=1.0,
+          supervised_weight=0.0, feedback_weight=1.0, label_smoothing=0.0):
   apply = make_apply(module)
   sgd = optax.sgd(1.0)  # the step scales by the schedule's learning rate
   return step_lib.StepDeps(
       student=step_lib.Network(apply, sgd, lambda step: jnp.asarray(eta)),
       teacher=step_lib.Network(apply, sgd, lambda step: jnp.asarray(teacher_lr)),
-      num_classes=NUM_CLASSES,
+      num_classes=NUM_CLASSES, label_smoothing=label_smoothing,
       mpl=step_lib.MplSettings(estimator=estimator, reward=reward, labels=labels,
-                               supervised_weight=0.0))
+                               supervised_weight=supervised_weight,
+                               feedback_weight=feedback_weight))
 
 
 def _labeled_loss(module, params, batch):
@@ -150,15 +154,16 @@ def test_dot_reinforce_error_shrinks_like_eta():
   assert errors[2] < 1e-2, errors
 
 
-def test_reward_sign_new_minus_old_would_point_the_wrong_way():
-  """The public codes' sign (new - old) gives the negated gradient: cosine -1."""
+def test_reward_sign_new_minus_old_would_point_the_wrong_way(monkeypatch):
+  """The public codes' sign (new - old) makes the estimator point against the true
+  gradient: this check has the power to catch it."""
   module, tp, sp, batch = _problem()
   deps = _deps(module, 0.1, estimator="reinforce", reward="taylor")
-  expected = _expected_reinforce_grad(module, tp, sp, batch, deps)
   true = jax.grad(_true_objective(module, tp, sp, batch, 0.1))(tp)
-  cos_right, _ = _cos_and_rel_error(expected, true)
-  cos_flipped, _ = _cos_and_rel_error(jax.tree.map(jnp.negative, expected), true)
-  assert cos_right > 0.999 and cos_flipped < -0.999
+  monkeypatch.setattr(estimators, "taylor_reward", lambda before, after: after - before)
+  flipped = _expected_reinforce_grad(module, tp, sp, batch, deps)
+  cos_flipped, _ = _cos_and_rel_error(flipped, true)
+  assert cos_flipped < -0.999
 
 
 def _state(module, tp, sp, deps):
@@ -197,10 +202,12 @@ def test_meta_step_equals_grad_of_soft_label_objective():
 
 
 def test_mpl_step_uses_the_feedback_of_its_own_pseudo_labels():
-  """With argmax labels (deterministic), the step's teacher update is exactly the
-  pull-back of the feedback computed for argmax(t_s)."""
+  """With argmax labels (deterministic), the step's teacher update is exactly
+  grad of its smoothed supervised CE + feedback_weight * the pull-back of the feedback
+  computed for argmax(t_s) of the strong view."""
   module, tp, sp, batch = _problem()
-  deps = _deps(module, 0.3, estimator="reinforce", reward="dot", labels="argmax")
+  deps = _deps(module, 0.3, estimator="reinforce", reward="dot", labels="argmax",
+               supervised_weight=1.0, feedback_weight=2.0, label_smoothing=0.1)
   new_state, metrics = step_lib.mpl_step(_state(module, tp, sp, deps), batch,
                                          jax.random.key(1), deps=deps)
   u = batch["unlabeled_strong"]
@@ -210,11 +217,15 @@ def test_mpl_step_uses_the_feedback_of_its_own_pseudo_labels():
   _, d_feedback, _, _, _, m = step_lib.student_step_and_feedback(
       student, targets, t_s, batch, jnp.int32(0), jnp.float32(0.0), jax.random.key(0),
       deps=deps)
-  (expected,) = pullback(d_feedback)
+  (feedback,) = pullback(d_feedback)
+  smoothed = losses.smooth(losses.one_hot(batch["labeled_y"], NUM_CLASSES), 0.1)
+  supervised = jax.grad(lambda p: losses.mean_cross_entropy(
+      smoothed, module.apply({"params": p}, batch["labeled_x"])))(tp)
+  expected = jax.tree.map(lambda s, f: s + 2.0 * f, supervised, feedback)
   step_grad = jax.tree.map(lambda a, b: a - b, tp, new_state.teacher.params)
   np.testing.assert_allclose(_flat(step_grad), _flat(expected), rtol=1e-7, atol=1e-14)
   assert float(metrics["mpl/reward"]) == pytest.approx(float(m["mpl/reward"]))
-  assert float(jnp.linalg.norm(_flat(expected))) > 0
+  assert float(jnp.linalg.norm(_flat(feedback))) > 1e-6
 
 
 def test_off_estimator_leaves_teacher_untouched_without_supervision():

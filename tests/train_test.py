@@ -9,12 +9,15 @@ import pytest
 
 from mpl_jax import checkpointing
 from mpl_jax import config_checks
+from mpl_jax import experiment
 from mpl_jax import train
-from tests.helpers import flat_params, tiny_config
+from tests.helpers import flat_params, read_checkpoint, tiny_config
 
 
 def test_eight_devices_match_one_device(tmp_path):
   assert jax.device_count() == 8
+  c0 = tiny_config("mpl")
+  init = experiment.build(c0).init_fn(jax.random.split(jax.random.key(c0.seed))[0])
   results = {}
   for n in (1, 8):
     c = tiny_config("mpl")
@@ -24,8 +27,7 @@ def test_eight_devices_match_one_device(tmp_path):
   for net in ("student", "teacher"):
     one = flat_params(getattr(results[1], net).params)
     eight = flat_params(getattr(results[8], net).params)
-    assert not np.allclose(one, flat_params(train.jax.tree.map(np.zeros_like,
-                                                                  getattr(results[1], net).params)))
+    assert not np.allclose(one, flat_params(getattr(init, net).params))  # it trained
     np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-6)
 
 
@@ -43,46 +45,62 @@ def test_rerun_resumes_instead_of_restarting(tmp_path, capsys):
 
 
 def test_interrupted_run_equals_uninterrupted(tmp_path):
-  """Stopping after 20 steps and resuming for 20 more gives the 40-step parameters."""
+  """Stopping after 20 steps and resuming for 20 more gives the 40-step state, with every
+  piece of state in play: momentum, a cosine schedule with warmup and wait, the EMA and
+  the reward baseline."""
   c = tiny_config("mpl")
+  for net in (c.teacher, c.student):
+    net.momentum, net.nesterov, net.schedule, net.warmup_steps = 0.9, True, "cosine", 5
+    net.learning_rate = 0.1
+  c.student.wait_steps = 3
+  c.student.ema_decay = 0.9
+  c.mpl.baseline_decay = 0.9
   straight = train.train_and_evaluate(c, str(tmp_path / "straight")).state
-  c.num_steps = 20
-  train.train_and_evaluate(c, str(tmp_path / "split"))
-  c.num_steps = 40
+  c.faults.preempt_at_step = 16  # stops after 17 steps, between checkpoints
+  assert train.train_and_evaluate(c, str(tmp_path / "split")).preempted
+  c.faults.preempt_at_step = -1
   resumed = train.train_and_evaluate(c, str(tmp_path / "split")).state
   for net in ("student", "teacher"):
     np.testing.assert_array_equal(flat_params(getattr(resumed, net).params),
                                   flat_params(getattr(straight, net).params))
-  assert float(resumed.reward_baseline) == float(straight.reward_baseline)
+    np.testing.assert_array_equal(flat_params(getattr(resumed, net).opt_state),
+                                  flat_params(getattr(straight, net).opt_state))
+  np.testing.assert_array_equal(flat_params(resumed.student_ema.params),
+                                flat_params(straight.student_ema.params))
+  assert float(resumed.reward_baseline) == float(straight.reward_baseline) != 0.0
 
 
-def test_pseudo_labels_student_learns_once_its_teacher_is_trained(tmp_path):
+def test_pseudo_labels_phases(tmp_path):
+  """Phase 1 moves only the teacher; phase 2 only the student, from its first step."""
   c = tiny_config("pseudo_labels")
+  c.num_steps = 1
+  c.checkpoint.every_steps = 20  # = teacher_steps: a checkpoint at the end of phase 1
   result = train.train_and_evaluate(c, str(tmp_path))
-  student = flat_params(result.state.student.params)
   init = result.experiment.init_fn(jax.random.split(jax.random.key(c.seed))[0])
-  assert not np.allclose(student, flat_params(init.student.params))
-  # Phase 1 moves only the teacher; the student's updates all come from phase 2.
-  c2 = tiny_config("pseudo_labels")
-  c2.num_steps = 1
-  after_teacher = train.train_and_evaluate(c2, str(tmp_path / "one")).state
-  assert not np.allclose(flat_params(after_teacher.student.params),
-                         flat_params(init.student.params))
+  after_teacher = read_checkpoint(str(tmp_path), 20)
+  np.testing.assert_array_equal(flat_params(after_teacher["student"]["params"]),
+                                flat_params(init.student.params))
+  assert not np.allclose(flat_params(after_teacher["teacher"]["params"]),
+                         flat_params(init.teacher.params))
+  np.testing.assert_array_equal(flat_params(result.state.teacher.params),
+                                flat_params(after_teacher["teacher"]["params"]))
+  assert not np.allclose(flat_params(result.state.student.params),
+                         flat_params(init.student.params))  # its learning rate is not 0
 
 
 @pytest.mark.parametrize("field,value,expected", [
     ("method", "mixmatch", "valid: ['supervised', 'pseudo_labels', 'uda', 'mpl']"),
     ("mpl.estimator", "reinforce_v2", "valid: ['reinforce', 'meta', 'off']"),
     ("mpl.reward", "difference", "valid: ['dot', 'taylor']"),
-    ("model.name", "resnet9000", "valid: ['mlp']"),
-    ("data.name", "threemoons", "valid: ['twomoon']"),
+    ("model.name", "resnet9000", "valid: ['mlp', 'resnet50', 'wide_resnet']"),
+    ("data.name", "threemoons", "valid: ['digits', 'twomoon']"),
     ("uda.threshold", 1.5, "must be in [0, 1]"),
 ])
 def test_bad_names_and_values_fail_before_compute(tmp_path, field, value, expected):
   c = tiny_config("mpl")
   section, _, key = field.rpartition(".")
   (c[section] if section else c)[key] = value
-  with pytest.raises(config_checks.ConfigError, match=None) as err:
+  with pytest.raises(config_checks.ConfigError) as err:
     train.train_and_evaluate(c, str(tmp_path))
   assert expected in str(err.value) and field in str(err.value)
   assert not os.path.exists(tmp_path / "checkpoints")
@@ -146,9 +164,10 @@ def test_outputs_written(tmp_path):
 def test_finetune_phase_trains_only_the_student_and_reports_before_and_after(tmp_path):
   c = tiny_config("mpl")
   c.finetune.num_steps = 10
-  c.finetune.learning_rate = 0.5
+  c.finetune.learning_rate = 0.05  # not the student's 0.5
   result = train.train_and_evaluate(c, str(tmp_path / "ft"))
   assert [p.name for p in result.experiment.phases] == ["mpl", "finetune"]
+  assert result.history["student/learning_rate"][-1] == pytest.approx(0.05)
   assert int(result.state.step) == 50
   c.finetune.num_steps = 0
   plain = train.train_and_evaluate(c, str(tmp_path / "plain")).state  # the same 40 MPL steps
