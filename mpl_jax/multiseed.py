@@ -16,13 +16,14 @@ import numpy as np
 
 from mpl_jax import config_checks
 from mpl_jax import experiment as experiment_lib
+from mpl_jax import guards
 from mpl_jax import step as step_lib
 
 
 @dataclasses.dataclass
 class SeedsResult:
   seeds: list[int]
-  eval_metrics: dict[str, np.ndarray]      # name -> [num_seeds]
+  eval_metrics: dict[str, np.ndarray]      # name -> [num_seeds], incl. non-finite steps
   history: dict[str, np.ndarray]           # name -> [num_logs, num_seeds]
   history_steps: np.ndarray                # [num_logs]
   states: object                           # stacked final TrainState on the host
@@ -45,7 +46,9 @@ def train_seeds(config, seeds: Sequence[int]) -> SeedsResult:
   init_keys = jnp.stack([k[0] for k in keys])
   train_keys = jnp.stack([k[1] for k in keys])
   state = jax.jit(jax.vmap(exp.init_fn))(init_keys)
-  stepped = {p.name: jax.jit(jax.vmap(p.step_fn), donate_argnums=(0,)) for p in exp.phases}
+  stepped = {p.name: jax.jit(jax.vmap(guards.guard_step(
+      p.step_fn, skip_nonfinite=config.skip_nonfinite)), donate_argnums=(0,))
+             for p in exp.phases}
 
   history: dict[str, list] = {}
   history_steps = []
@@ -71,6 +74,9 @@ def train_seeds(config, seeds: Sequence[int]) -> SeedsResult:
                                             state.student_ema.model_state)}
   if exp.has_teacher:
     evals["eval/teacher_accuracy"] = acc(state.teacher.params, state.teacher.model_state)
+  # -1 where a seed stayed finite; else its first step with a NaN/Inf metric.
+  evals["train/first_nonfinite_step"] = np.asarray(state.first_nonfinite_step)
+  evals["train/skipped_steps"] = np.asarray(state.skipped_steps)
   return SeedsResult(seeds=[int(s) for s in seeds], eval_metrics=evals,
                      history={k: np.stack(v) for k, v in history.items()},
                      history_steps=np.asarray(history_steps), states=jax.device_get(state))

@@ -22,6 +22,7 @@ def test_multiseed_matches_single_runs(tmp_path):
     assert abs(result.eval_metrics["eval/student_accuracy"][i] -
                single.eval_metrics["eval/student_accuracy"]) < 0.01
   assert result.history["mpl/reward"].shape == (4, 2)
+  np.testing.assert_array_equal(result.eval_metrics["train/first_nonfinite_step"], [-1, -1])
 
 
 def test_demo_prints_table_and_writes_png(tmp_path, capsys):
