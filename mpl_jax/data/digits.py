@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from mpl_jax.data import splits as splits_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class DigitsSplits:
@@ -29,27 +31,16 @@ def load() -> tuple[np.ndarray, np.ndarray]:
   return images, digits.target.astype(np.int32)
 
 
-def _per_class(indices: np.ndarray, labels: np.ndarray, count: int,
-               rng: np.random.Generator) -> np.ndarray:
-  chosen = []
-  for cls in np.unique(labels):
-    members = indices[labels[indices] == cls]
-    if len(members) < count:
-      raise ValueError(f"class {cls} has {len(members)} examples left, {count} asked")
-    chosen.append(rng.choice(members, size=count, replace=False))
-  return np.sort(np.concatenate(chosen))
-
-
 def make_splits(labels: np.ndarray, *, test_per_class: int, validation_per_class: int,
                 labeled_per_class: int, split_seed: int, seed: int) -> DigitsSplits:
   """Disjoint class-balanced index sets; the test set depends on `split_seed` only."""
   everything = np.arange(len(labels))
-  test = _per_class(everything, labels, test_per_class, np.random.default_rng(split_seed))
+  test = splits_lib.per_class(everything, labels, test_per_class, np.random.default_rng(split_seed))
   pool = np.setdiff1d(everything, test)
   rng = np.random.default_rng([seed, 0xD161])
-  validation = _per_class(pool, labels, validation_per_class, rng)
+  validation = splits_lib.per_class(pool, labels, validation_per_class, rng)
   train = np.setdiff1d(pool, validation)
-  labeled = _per_class(train, labels, labeled_per_class, rng)
+  labeled = splits_lib.per_class(train, labels, labeled_per_class, rng)
   return DigitsSplits(labeled=labeled, unlabeled=np.setdiff1d(train, labeled),
                       validation=validation, test=test)
 

@@ -1,0 +1,45 @@
+"""Small tfds image sets (CIFAR-10, SVHN) read whole into host memory, never downloaded.
+
+The paper's splits (MPL_SPEC section 3) come from `splits.labeled_unlabeled_validation` on
+the training split's labels: CIFAR-10-4K is 400 labeled per class, 500 per class held out
+for validation (5,000) and the other 41,000 unlabeled; the test split is the 10,000 test
+images. SVHN-1K is 100 labeled per class from `train` (its unlabeled pool adds `extra`).
+"""
+
+import numpy as np
+
+from mpl_jax.errors import ConfigError
+
+PAPER_SPLITS = {
+    "cifar10": {"labeled_per_class": 400, "validation_per_class": 500,
+                "unlabeled_extra_splits": (), "test_split": "test"},
+    "svhn_cropped": {"labeled_per_class": 100, "validation_per_class": 500,
+                     "unlabeled_extra_splits": ("extra",), "test_split": "test"},
+}
+
+
+class DataNotFoundError(ConfigError):
+  """A data set is not prepared in the data_dir."""
+
+
+def load_arrays(name: str, split: str, data_dir: str | None, *, chunk: int = 4096
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """All images (uint8 NHWC) and labels (int32) of a prepared tfds split.
+
+  Fails at once, with the command that prepares the data, when it is missing: tfds would
+  otherwise retry a download for minutes.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    dataset = tfds.load(name, split=split, data_dir=data_dir, download=False)
+  except AssertionError:
+    where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+    raise DataNotFoundError(
+        f"data set {name!r} (split {split!r}) is not prepared in {where}; prepare it with "
+        f"`tfds build {name} --data_dir={data_dir or '~/tensorflow_datasets'}` on a machine "
+        "with network access, or set --config.data.data_dir") from None
+  images, labels = [], []
+  for batch in tfds.as_numpy(dataset.batch(chunk)):
+    images.append(batch["image"])
+    labels.append(batch["label"])
+  return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
