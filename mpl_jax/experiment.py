@@ -1,7 +1,9 @@
 """From a config to what the loop runs: data, networks, step dependencies and phases."""
 
+import bisect
 import dataclasses
 import functools
+import itertools
 from typing import Callable
 
 import jax
@@ -36,22 +38,20 @@ class Experiment:
   def total_steps(self) -> int:
     return sum(p.num_steps for p in self.phases)
 
+  @functools.cached_property
+  def _ends(self) -> tuple[int, ...]:
+    return tuple(itertools.accumulate(p.num_steps for p in self.phases))
+
   def phase_end(self, phase: Phase) -> int:
     """The global step count at which `phase` ends."""
-    end = 0
-    for p in self.phases:
-      end += p.num_steps
-      if p is phase:
-        return end
-    raise ValueError(f"{phase.name} is not a phase of this experiment")
+    return self._ends[self.phases.index(phase)]
 
   def phase_at(self, step: int) -> Phase:
-    end = 0
-    for phase in self.phases:
-      end += phase.num_steps
-      if step < end:
-        return phase
-    raise IndexError(f"step {step} is past the last phase")
+    """The phase that runs global step `step` (0-based)."""
+    index = bisect.bisect_right(self._ends, step)
+    if index == len(self.phases):
+      raise IndexError(f"step {step} is past the last phase")
+    return self.phases[index]
 
 
 def build(config) -> Experiment:
