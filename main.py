@@ -1,6 +1,5 @@
 """Trains one experiment: python main.py --config=configs/<experiment>.py --workdir=DIR."""
 
-import os
 import re
 import sys
 
@@ -35,12 +34,16 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  # Before any other JAX call: join the other processes of a multi-host run, if any.
+  from mpl_jax import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    distributed.maybe_initialize()  # MPL_DISTRIBUTED=auto|never|always; see the module
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   # Keep TensorFlow (used by input pipelines and writers) off any GPU/TPU JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
-  import jax  # pylint: disable=g-import-not-at-top
-  if os.environ.get("MPL_JAX_DISTRIBUTED"):
-    jax.distributed.initialize()
   from mpl_jax import config_checks  # pylint: disable=g-import-not-at-top
   from mpl_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from mpl_jax import train  # pylint: disable=g-import-not-at-top
