@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Creates the Cloud TPU VM (QUEUED=no) or queues a request for it (QUEUED=yes).
+#
+#   launch/create.sh [--dry-run] [ENV_FILE]
+#
+# Uses PROJECT, ZONE, TPU_NAME, ACCELERATOR_TYPE, RUNTIME_VERSION and PROVISIONING
+# (on-demand, spot or reserved). A queued request is granted later: launch/status.sh
+# shows its state, and the TPU VM is usable once it reads ACTIVE.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+usage() { sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+
+parse_args "$@"
+check_options
+load_tpu_env
+require ACCELERATOR_TYPE RUNTIME_VERSION
+PROVISIONING=${PROVISIONING:-on-demand}
+case $PROVISIONING in
+  on-demand) provisioning=() ;;
+  spot) provisioning=(--spot) ;;
+  reserved) provisioning=(--reserved) ;;
+  *) die "PROVISIONING=$PROVISIONING must be on-demand, spot or reserved" ;;
+esac
+
+if [[ $QUEUED == yes ]]; then
+  run gcloud compute tpus queued-resources create "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
+    --node-id="$TPU_NAME" --accelerator-type="$ACCELERATOR_TYPE" \
+    --runtime-version="$RUNTIME_VERSION" ${provisioning[@]+"${provisioning[@]}"}
+  echo "queued; wait until launch/status.sh shows state ACTIVE, then run launch/copy_code.sh" >&2
+else
+  run gcloud compute tpus tpu-vm create "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
+    --accelerator-type="$ACCELERATOR_TYPE" --version="$RUNTIME_VERSION" \
+    ${provisioning[@]+"${provisioning[@]}"}
+fi
