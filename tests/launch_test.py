@@ -1,0 +1,445 @@
+"""launch/: --dry-run prints the exact commands; fake gcloud/sbatch/srun run them locally.
+
+The fakes come first on PATH and record every call. In "forbid" mode a call fails the test
+(dry runs and bad settings must run nothing); in "simulate" mode the fake gcloud acts as a
+one-worker TPU VM whose home is a temporary folder (scp copies into it, ssh runs the
+command there with bash), and the fake sbatch runs the job script as SLURM would.
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "launch")
+TPU_SCRIPTS = ["create.sh", "status.sh", "copy_code.sh", "setup.sh", "run.sh", "logs.sh",
+               "stop.sh", "delete.sh"]
+TARGET = ["--project=test-project", "--zone=europe-west4-a"]
+SSH = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "test-tpu", *TARGET]
+
+FAKE = r'''#!{python}
+import json, os, shutil, subprocess, sys
+tool = os.path.basename(sys.argv[0])
+with open(os.environ["FAKE_LOG"], "a") as f:
+  f.write(json.dumps([tool, *sys.argv[1:]]) + "\n")
+mode = os.environ.get("FAKE_MODE", "forbid")
+if mode == "forbid":
+  sys.exit(f"{{tool}} was called although nothing should run")
+if mode == "record":
+  sys.exit(0)
+args, home = sys.argv[1:], os.environ.get("FAKE_WORKER_HOME", "")
+if tool == "gcloud" and args[:4] == ["compute", "tpus", "tpu-vm", "scp"]:
+  shutil.copy(args[4], os.path.join(home, args[5].split(":", 1)[1]))
+elif tool == "gcloud" and args[:4] == ["compute", "tpus", "tpu-vm", "ssh"]:
+  command = next(a for a in args if a.startswith("--command="))[len("--command="):]
+  sys.exit(subprocess.run(["bash", "-c", command], cwd=home,
+                          env=dict(os.environ, HOME=home)).returncode)
+elif tool == "sbatch":
+  chdir = next(a for a in args if a.startswith("--chdir="))[len("--chdir="):]
+  script = next(i for i, a in enumerate(args) if not a.startswith("--"))
+  sys.exit(subprocess.run(["bash", *args[script:]], cwd=chdir,
+                          env=dict(os.environ, SLURM_JOB_ID="42")).returncode)
+'''
+
+TEST_ENV = {
+    "PROJECT": "test-project", "ZONE": "europe-west4-a", "TPU_NAME": "test-tpu",
+    "ACCELERATOR_TYPE": "v5p-64", "RUNTIME_VERSION": "v2-alpha-tpuv5",
+    "PROVISIONING": "on-demand", "QUEUED": "no", "CONFIG": "configs/digits.py:mpl",
+    "WORKDIR": "gs://test-bucket/runs/digits", "REVISION": "",
+    "NODES": "2", "GPUS_PER_NODE": "4", "TASKS": "node",
+}
+
+
+def root_commit() -> str:
+  if not os.path.isdir(os.path.join(ROOT, ".git")):
+    pytest.skip("copy_code.sh needs a git checkout")
+  return subprocess.run(["git", "-C", ROOT, "rev-list", "--max-parents=0", "HEAD"],
+                        capture_output=True, text=True, check=True).stdout.split()[-1]
+
+
+class Launcher:
+  """Runs launch scripts in a clean environment with the fakes first on PATH."""
+
+  def __init__(self, tmp_path):
+    self.tmp = tmp_path
+    self.bin = tmp_path / "bin"
+    self.worker_home = tmp_path / "worker_home"
+    for d in (self.bin, self.worker_home, tmp_path / "home", tmp_path / "tmp"):
+      d.mkdir()
+    for tool in ("gcloud", "sbatch", "srun"):
+      path = self.bin / tool
+      path.write_text(FAKE.format(python=sys.executable))
+      path.chmod(0o755)
+    self.log = tmp_path / "calls.jsonl"
+
+  def env_file(self, name="test.env", drop=(), raw="", **values) -> str:
+    settings = {**TEST_ENV, **values}
+    lines = [f"{k}={shlex.quote(v)}" for k, v in settings.items() if k not in drop]
+    path = self.tmp / name
+    path.write_text("\n".join(lines) + "\n" + raw)
+    return str(path)
+
+  def __call__(self, script, *args, mode="forbid", **env):
+    environ = {"PATH": f"{self.bin}:{os.environ['PATH']}", "HOME": str(self.tmp / "home"),
+               "TMPDIR": str(self.tmp / "tmp"), "LANG": "C.UTF-8", "FAKE_MODE": mode,
+               "FAKE_LOG": str(self.log), "FAKE_WORKER_HOME": str(self.worker_home), **env}
+    return subprocess.run(["bash", os.path.join(LAUNCH, script), *args], env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+  def calls(self) -> list[list[str]]:
+    if not self.log.exists():
+      return []
+    return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture(name="launch")
+def _launch(tmp_path):
+  return Launcher(tmp_path)
+
+
+def printed(result) -> list[list[str]]:
+  """The commands a dry run printed, as argv lists (comment lines left out)."""
+  assert result.returncode == 0, result.stderr
+  return [shlex.split(line) for line in result.stdout.splitlines()
+          if line.strip() and not line.startswith("#")]
+
+
+def dry(launch, script, *args, **values):
+  result = launch(script, "--dry-run", *args, launch.env_file(**values))
+  assert launch.calls() == [], "a dry run called a tool"
+  return printed(result)
+
+
+# --- Cloud TPU -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("provisioning,flags", [("on-demand", []), ("spot", ["--spot"]),
+                                                ("reserved", ["--reserved"])])
+def test_create_tpu_vm_and_queued_request(launch, provisioning, flags):
+  assert dry(launch, "create.sh", PROVISIONING=provisioning) == [
+      ["gcloud", "compute", "tpus", "tpu-vm", "create", "test-tpu", *TARGET,
+       "--accelerator-type=v5p-64", "--version=v2-alpha-tpuv5", *flags]]
+  assert dry(launch, "create.sh", PROVISIONING=provisioning, QUEUED="yes") == [
+      ["gcloud", "compute", "tpus", "queued-resources", "create", "test-tpu", *TARGET,
+       "--node-id=test-tpu", "--accelerator-type=v5p-64",
+       "--runtime-version=v2-alpha-tpuv5", *flags]]
+
+
+def test_status_and_delete(launch):
+  assert dry(launch, "status.sh") == [
+      ["gcloud", "compute", "tpus", "tpu-vm", "describe", "test-tpu", *TARGET]]
+  assert dry(launch, "status.sh", QUEUED="yes") == [
+      ["gcloud", "compute", "tpus", "queued-resources", "describe", "test-tpu", *TARGET]]
+  assert dry(launch, "delete.sh") == [
+      ["gcloud", "compute", "tpus", "tpu-vm", "delete", "test-tpu", *TARGET]]
+  assert dry(launch, "delete.sh", "--yes", QUEUED="yes") == [
+      ["gcloud", "compute", "tpus", "queued-resources", "delete", "test-tpu", *TARGET,
+       "--force", "--quiet"]]
+
+
+def test_copy_code_ships_the_named_revision_to_all_workers(launch):
+  commit = root_commit()
+  archive = f"mpl_jax-{commit}.tar.gz"
+  local = str(launch.tmp / "tmp" / archive)
+  assert dry(launch, "copy_code.sh", REVISION=commit[:10]) == [
+      ["git", "-C", ROOT, "archive", "--format=tar.gz", f"--output={local}", commit],
+      ["gcloud", "compute", "tpus", "tpu-vm", "scp", local, f"test-tpu:{archive}", *TARGET,
+       "--worker=all"],
+      [*SSH, "--worker=all",
+       f"--command=rm -rf ~/mpl_jax && mkdir -p ~/mpl_jax && tar -xzf ~/{archive} "
+       f"-C ~/mpl_jax && echo {commit} > ~/mpl_jax/REVISION && rm ~/{archive}"],
+      ["rm", "-f", local]]
+
+
+def test_setup_installs_the_pinned_requirements_with_jax_tpu_on_all_workers(launch):
+  pip = "~/mpl_venv/bin/pip"
+  assert dry(launch, "setup.sh", REMOTE_DIR="code/mpl") == [
+      [*SSH, "--worker=all",
+       "--command=set -e; cd ~/code/mpl; command -v python3.11 >/dev/null || { sudo apt-get "
+       "update -q && sudo apt-get install -y -q python3.11 python3.11-venv; }; python3.11 -m "
+       f"venv ~/mpl_venv; {pip} install -q --upgrade pip; {pip} install -q -r "
+       f'requirements.lock "jax[tpu]"; {pip} install -q --no-deps -e .']]
+
+
+def test_run_starts_main_py_on_all_workers_detached_with_a_log(launch):
+  env = launch.env_file(raw="EXTRA_ARGS=(--config.num_steps=10 \"--config.note=it's a test\")\n")
+  [command] = printed(launch("run.sh", "--dry-run", env))
+  assert launch.calls() == []
+  assert command == [
+      *SSH, "--worker=all",
+      "--command=cd ~/mpl_jax || exit 1; if [ -f ~/mpl_jax.pid ] && kill -0 "
+      "$(cat ~/mpl_jax.pid) 2>/dev/null; then echo \"error: a run is still going on "
+      "$(hostname); launch/stop.sh ends it\" >&2; exit 1; fi; echo \"=== $(date -u "
+      "+%FT%TZ) revision $(cat REVISION 2>/dev/null) on $(hostname)\" >> ~/mpl_jax.log; "
+      "nohup env MPL_DISTRIBUTED=always TF_CPP_MIN_LOG_LEVEL=2 ~/mpl_venv/bin/python "
+      "main.py --config=configs/digits.py:mpl --workdir=gs://test-bucket/runs/digits "
+      "--config.num_steps=10 --config.note='it'\\''s a test' >> ~/mpl_jax.log 2>&1 "
+      "< /dev/null & echo $! > ~/mpl_jax.pid"]
+
+
+def test_logs_from_worker_zero_or_all_and_stop(launch):
+  assert dry(launch, "logs.sh") == [
+      [*SSH, "--worker=0", "--command=tail -n 100 -F ~/mpl_jax.log"]]
+  assert dry(launch, "logs.sh", "--worker=all", "--lines=5", "--no-follow",
+             LOG_FILE="logs/a.log") == [[*SSH, "--worker=all", "--command=tail -n 5 ~/logs/a.log"]]
+  assert dry(launch, "stop.sh") == [
+      [*SSH, "--worker=all",
+       "--command=if [ -f ~/mpl_jax.pid ] && kill -0 $(cat ~/mpl_jax.pid) 2>/dev/null; then "
+       "kill -TERM $(cat ~/mpl_jax.pid) && echo \"stopping $(cat ~/mpl_jax.pid) on "
+       "$(hostname)\"; else echo \"no run on $(hostname)\"; fi"]]
+
+
+@pytest.mark.parametrize("script", TPU_SCRIPTS)
+def test_without_dry_run_the_printed_commands_are_the_ones_run(launch, script):
+  commit = root_commit() if script == "copy_code.sh" else ""
+  expected = dry(launch, script, REVISION=commit)
+  result = launch(script, launch.env_file(REVISION=commit), mode="record")
+  assert result.returncode == 0, result.stderr
+  tools = [c for c in expected if c[0] in ("gcloud", "sbatch")]
+  assert launch.calls() == tools and tools
+
+
+# --- settings that cannot work: one line, exit 2, nothing run --------------------------
+
+@pytest.mark.parametrize("script,variable", [
+    *[(s, "ZONE") for s in TPU_SCRIPTS], *[(s, "PROJECT") for s in TPU_SCRIPTS],
+    ("create.sh", "ACCELERATOR_TYPE"), ("create.sh", "RUNTIME_VERSION"),
+    ("copy_code.sh", "REVISION"), ("run.sh", "CONFIG"), ("run.sh", "WORKDIR"),
+    ("slurm.sh", "NODES"), ("slurm.sh", "WORKDIR")])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_missing_variable_is_one_line_and_runs_nothing(launch, script, variable, dry_run):
+  env = launch.env_file(drop=[variable], REVISION="HEAD")
+  result = launch(script, *(["--dry-run"] if dry_run else []), env, mode="forbid")
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+      f"error: {variable} is not set in {env} (see launch/env.example)"]
+  assert result.stdout == ""
+  assert launch.calls() == []
+
+
+@pytest.mark.parametrize("script,args,values,message", [
+    ("create.sh", [], {"PROVISIONING": "cheap"},
+     "error: PROVISIONING=cheap must be on-demand, spot or reserved"),
+    ("create.sh", [], {"QUEUED": "maybe"}, "error: QUEUED=maybe must be yes or no"),
+    ("run.sh", [], {"WORKDIR": "/tmp/run"},
+     "error: WORKDIR=/tmp/run must be a gs:// path that every worker can reach"),
+    ("copy_code.sh", [], {"REVISION": "no-such-branch"},
+     f"error: REVISION=no-such-branch is not a commit of {ROOT}"),
+    ("copy_code.sh", [], {"REVISION": "HEAD", "REMOTE_DIR": "/"},
+     "error: REMOTE_DIR=/ must be a path under the workers' home directory "
+     "(letters, digits, _ . - /)"),
+    ("logs.sh", ["--worker=x"], {}, "error: --worker=x must be a worker number or all"),
+    ("delete.sh", ["--force"], {}, "error: unknown option --force; valid: --dry-run --yes"),
+    ("slurm.sh", [], {"TASKS": "core"}, "error: TASKS=core must be node or gpu"),
+])
+def test_impossible_settings_are_one_line(launch, script, args, values, message):
+  if values.get("REVISION"):
+    root_commit()
+  result = launch(script, "--dry-run", *args, launch.env_file(**values))
+  assert (result.returncode, result.stderr.splitlines(), result.stdout) == (2, [message], "")
+  assert launch.calls() == []
+
+
+def test_missing_env_file_is_one_line(launch):
+  result = launch("create.sh", "--dry-run", str(launch.tmp / "nope.env"))
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+      f"error: env file {launch.tmp / 'nope.env'} not found; "
+      "copy launch/env.example there and fill it in"]
+
+
+def test_env_example_is_complete_for_a_dry_run(launch):
+  for script in ["create.sh", "status.sh", "setup.sh", "run.sh", "logs.sh", "stop.sh",
+                 "delete.sh", "slurm.sh"]:
+    result = launch(script, "--dry-run", os.path.join(LAUNCH, "env.example"))
+    assert result.returncode == 0, (script, result.stderr)
+  assert launch.calls() == []
+
+
+# --- a simulated worker: the remote commands really do what they say -------------------
+
+def test_copy_run_and_stop_on_a_simulated_worker(launch):
+  commit = root_commit()
+  env = launch.env_file(REVISION=commit, raw="EXTRA_ARGS=(--config.num_steps=3)\n")
+  home = launch.worker_home
+  assert launch("copy_code.sh", env, mode="simulate").returncode == 0
+  assert (home / "mpl_jax" / "REVISION").read_text().strip() == commit
+  assert (home / "mpl_jax" / "main.py").exists()
+  assert not list(home.glob("*.tar.gz")) and not list((launch.tmp / "tmp").iterdir())
+
+  python = home / "mpl_venv" / "bin" / "python"  # records its argv, then waits to be stopped
+  python.parent.mkdir(parents=True)
+  python.write_text('#!/bin/sh\nprintf "%s\\n" "$PWD" "$MPL_DISTRIBUTED" "$@" > "$HOME/argv"\n'
+                    'exec sleep 60\n')
+  python.chmod(0o755)
+  assert launch("run.sh", env, mode="simulate").returncode == 0
+  pid = int((home / "mpl_jax.pid").read_text())
+  try:
+    _wait_for(lambda: (home / "argv").exists())
+    assert (home / "argv").read_text().splitlines() == [
+        str(home / "mpl_jax"), "always", "main.py", "--config=configs/digits.py:mpl",
+        "--workdir=gs://test-bucket/runs/digits", "--config.num_steps=3"]
+    assert f"revision {commit} on " in (home / "mpl_jax.log").read_text()
+    again = launch("run.sh", env, mode="simulate")
+    assert again.returncode != 0 and "a run is still going on" in again.stderr
+    assert f"stopping {pid}" in launch("stop.sh", env, mode="simulate").stdout
+    _wait_for(lambda: not _alive(pid))
+  finally:
+    if _alive(pid):
+      os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  # A stopped child of the fake's bash is a zombie until init reaps it: not running.
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().split(")")[-1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+def _wait_for(condition, timeout=10.0):
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert time.monotonic() < deadline, "timed out"
+    time.sleep(0.05)
+
+
+# --- SLURM -----------------------------------------------------------------------------
+
+def test_slurm_one_task_per_node_sees_all_gpus(launch):
+  env = launch.env_file(PARTITION="a100", TIME="2:00:00")
+  logs = os.path.join(LAUNCH, "slurm_logs")
+  assert dry(launch, "slurm.sh", PARTITION="a100", TIME="2:00:00") == [
+      ["mkdir", "-p", logs],
+      ["sbatch", "--job-name=mpl_jax", "--nodes=2", "--ntasks-per-node=1",
+       "--gpus-per-node=4", f"--output={logs}/%x-%j.out", f"--chdir={ROOT}",
+       "--partition=a100", "--time=2:00:00", os.path.join(LAUNCH, "slurm.sh"), "--in-job",
+       env],
+      ["srun", "--kill-on-bad-exit=1", "env", "MPL_DISTRIBUTED=auto", "TF_CPP_MIN_LOG_LEVEL=2",
+       "JAX_LOCAL_DEVICE_IDS=0,1,2,3", "python3", "main.py", "--config=configs/digits.py:mpl",
+       "--workdir=gs://test-bucket/runs/digits"]]
+
+
+def test_slurm_one_task_per_gpu_and_the_job_runs_srun(launch):
+  logs = str(launch.tmp / "logs")
+  env = launch.env_file(TASKS="gpu", SLURM_LOG_DIR=logs, PYTHON="/opt/venv/bin/python",
+                        ACCOUNT="ml", raw="EXTRA_ARGS='--config.seed=3'\n")
+  srun = ["srun", "--kill-on-bad-exit=1", "env", "MPL_DISTRIBUTED=auto",
+          "TF_CPP_MIN_LOG_LEVEL=2", "/opt/venv/bin/python", "main.py",
+          "--config=configs/digits.py:mpl", "--workdir=gs://test-bucket/runs/digits",
+          "--config.seed=3"]
+  sbatch = ["sbatch", "--job-name=mpl_jax", "--nodes=2", "--ntasks-per-node=4",
+            "--gpus-per-node=4", f"--output={logs}/%x-%j.out", f"--chdir={ROOT}",
+            "--account=ml", os.path.join(LAUNCH, "slurm.sh"), "--in-job", env]
+  assert printed(launch("slurm.sh", "--dry-run", env)) == [["mkdir", "-p", logs], sbatch, srun]
+  assert launch.calls() == []
+  result = launch("slurm.sh", env, mode="simulate")
+  assert result.returncode == 0, result.stderr
+  assert launch.calls() == [sbatch, srun]  # sbatch, then the job script's srun
+  assert os.path.isdir(logs)
+
+
+# --- mpl_jax/distributed.py: what it decides for each environment ----------------------
+
+SLURM_STEP = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "gpu[01-02]", "SLURM_NTASKS": "2",
+              "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}
+EXPLICIT = {"MPL_COORDINATOR_ADDRESS": "localhost:12355", "MPL_NUM_PROCESSES": "2",
+            "MPL_PROCESS_ID": "1"}
+
+
+@pytest.mark.parametrize("environ,tpu,initialize,kwargs", [
+    ({}, False, False, {}),                                      # a laptop: one process
+    ({}, True, True, {}),                                        # Cloud TPU VM: no arguments
+    (SLURM_STEP, False, True, {}),                               # srun step of 2 tasks
+    ({**SLURM_STEP, "SLURM_NTASKS": "1"}, False, False, {}),     # one task: nothing to join
+    ({k: v for k, v in SLURM_STEP.items() if k != "SLURM_STEP_NODELIST"}, False, False, {}),
+    ({"OMPI_MCA_orte_hnp_uri": "1.0;tcp://10.0.0.1:1", "OMPI_COMM_WORLD_SIZE": "4"},
+     False, True, {}),
+    (EXPLICIT, False, True, {"coordinator_address": "localhost:12355", "num_processes": 2,
+                             "process_id": 1}),
+    ({**EXPLICIT, **SLURM_STEP}, True, True, {"coordinator_address": "localhost:12355",
+                                              "num_processes": 2, "process_id": 1}),
+    ({"MPL_DISTRIBUTED": "never", **SLURM_STEP}, True, False, {}),
+    ({"MPL_DISTRIBUTED": "never", **EXPLICIT}, False, False, {}),
+    ({"MPL_DISTRIBUTED": "always"}, False, True, {}),            # JAX must find the cluster
+    ({"MPL_DISTRIBUTED": " Auto "}, False, False, {}),
+    ({"MPL_JAX_DISTRIBUTED": "1"}, False, True, {}),             # the earlier switch
+])
+def test_distributed_plan_for_each_environment(environ, tpu, initialize, kwargs):
+  from mpl_jax import distributed  # pylint: disable=g-import-not-at-top
+  decision = distributed.plan(environ=environ, on_tpu=lambda: tpu)
+  assert (decision.initialize, dict(decision.kwargs)) == (initialize, kwargs), decision.reason
+
+
+def test_distributed_mode_argument_overrides_the_environment():
+  from mpl_jax import distributed  # pylint: disable=g-import-not-at-top
+  assert not distributed.plan("never", environ=SLURM_STEP).initialize
+  assert distributed.plan("always", environ={"MPL_DISTRIBUTED": "never"}).initialize
+
+
+@pytest.mark.parametrize("environ,message", [
+    ({"MPL_DISTRIBUTED": "yes"}, "MPL_DISTRIBUTED='yes' is unknown; valid: "
+                                 "['auto', 'never', 'always']"),
+    ({"MPL_COORDINATOR_ADDRESS": "localhost:1"},
+     "MPL_COORDINATOR_ADDRESS is set but MPL_NUM_PROCESSES, MPL_PROCESS_ID are not; set all "
+     "three"),
+    ({**EXPLICIT, "MPL_PROCESS_ID": "2"}, "MPL_PROCESS_ID=2 must be in [0, "
+                                          "MPL_NUM_PROCESSES=2)"),
+    ({**EXPLICIT, "MPL_NUM_PROCESSES": "two"}, "MPL_NUM_PROCESSES='two' must be an integer"),
+    ({**EXPLICIT, "MPL_COORDINATOR_ADDRESS": "localhost"},
+     "MPL_COORDINATOR_ADDRESS='localhost' must be host:port"),
+])
+def test_distributed_bad_settings_are_one_line(environ, message):
+  from mpl_jax import distributed  # pylint: disable=g-import-not-at-top
+  with pytest.raises(distributed.DistributedError) as e:
+    distributed.plan(environ=environ, on_tpu=lambda: False)
+  assert str(e.value) == message
+
+
+_PROCESS = """
+import jax
+jax.config.update("jax_num_cpu_devices", 4)
+from mpl_jax import distributed
+plan = distributed.maybe_initialize()
+print(plan.initialize, jax.process_index(), jax.process_count(), jax.device_count(),
+      jax.local_device_count())
+"""
+
+
+def test_two_processes_on_localhost_join_from_the_environment():
+  """MPL_COORDINATOR_ADDRESS etc. reach jax.distributed.initialize: 2 processes, 8 CPUs."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  base = {k: v for k, v in os.environ.items() if not k.startswith(("MPL_", "SLURM_"))}
+  procs = [subprocess.Popen(
+      [sys.executable, "-c", _PROCESS], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      env=dict(base, JAX_PLATFORMS="cpu", MPL_COORDINATOR_ADDRESS=f"localhost:{port}",
+               MPL_NUM_PROCESSES="2", MPL_PROCESS_ID=str(i))) for i in range(2)]
+  outputs = [p.communicate(timeout=120) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-2000:]
+  assert [out.split() for out, _ in outputs] == [["True", "0", "2", "8", "4"],
+                                                 ["True", "1", "2", "8", "4"]]
+
+
+def test_main_py_reports_bad_distributed_settings_in_one_line(tmp_path, monkeypatch):
+  from tests.helpers import run_main  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("MPL_COORDINATOR_ADDRESS", "localhost:1")
+  result = run_main(["--config=configs/twomoon.py", f"--workdir={tmp_path}"])
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: MPL_COORDINATOR_ADDRESS is set but MPL_NUM_PROCESSES, MPL_PROCESS_ID are not; "
+      "set all three")
