@@ -1,0 +1,293 @@
+"""The JAX side of the benchmarks: an MPL step as `mpl_jax.train` builds and jits it, and
+the passes it is made of, each as its own jitted function.
+
+Mirrors `mpl_jax.experiment.build` (networks, optimizers, StepDeps, initial state) and
+`mpl_jax.train` (the non-finite guard around the step, one jit with the state donated)
+without importing either: those pull in TensorFlow and ml_collections through the data
+and config code, and this module must run where only JAX, Flax and optax are installed.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mpl_jax import estimators
+from mpl_jax import guards
+from mpl_jax import losses
+from mpl_jax import models
+from mpl_jax import optim
+from mpl_jax import step as step_lib
+from mpl_jax.state import EmaState, NetState, TrainState, ema_update, make_apply
+
+MODELS = ("wide_resnet", "resnet50")
+DTYPES = ("float32", "bfloat16")
+
+# The paper's settings (MPL_SPEC section 3): CIFAR-10 for WRN-28-k, ImageNet for ResNet-50.
+# The student does not wait here, so its learning rate (and the reward) is not zero.
+PAPER = {
+    "wide_resnet": dict(image_size=32, num_classes=10, label_smoothing=0.15, ema_decay=0.995,
+                        uda=step_lib.UdaSettings(weight=8.0, ramp_steps=5000,
+                                                 temperature=0.7, threshold=0.6),
+                        dropout_rate=0.2, student_lr=0.05, teacher_lr=0.05,
+                        weight_decay=5e-4, grad_clip_norm=0.0, total_steps=300_000),
+    "resnet50": dict(image_size=224, num_classes=1000, label_smoothing=0.1, ema_decay=0.999,
+                     uda=step_lib.UdaSettings(weight=20.0, ramp_steps=50_000,
+                                              temperature=0.5, threshold=0.6),
+                     dropout_rate=0.1, student_lr=0.4, teacher_lr=0.6, weight_decay=1e-4,
+                     grad_clip_norm=5.0, total_steps=700_000),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One benchmark case: the model, the batch composition and the estimator."""
+
+  model: str = "wide_resnet"   # wide_resnet | resnet50
+  depth: int = 28              # WRN depth (wide_resnet only)
+  width: int = 2               # WRN widening factor (wide_resnet only)
+  labeled_batch: int = 16      # B
+  mu: int = 7                  # unlabeled batch = mu * B, each seen as a weak and a strong view
+  estimator: str = "reinforce"  # reinforce | meta | off
+  reward: str = "dot"          # dot | taylor (reinforce only)
+  dtype: str = "float32"       # compute dtype; parameters stay float32
+  image_size: int | None = None  # None: the paper's (32 CIFAR, 224 ImageNet)
+
+  @property
+  def unlabeled_batch(self) -> int:
+    return self.mu * self.labeled_batch
+
+  @property
+  def settings(self) -> dict[str, Any]:
+    return PAPER[self.model]
+
+  @property
+  def size(self) -> int:
+    return self.image_size or self.settings["image_size"]
+
+  @property
+  def images_per_step(self) -> int:
+    """Images the input pipeline delivers per step: labeled + weak + strong views."""
+    return self.labeled_batch * (1 + 2 * self.mu)
+
+  def describe(self) -> dict[str, Any]:
+    out = dataclasses.asdict(self)
+    out["image_size"] = self.size
+    if self.model != "wide_resnet":
+      out.pop("depth")
+      out.pop("width")
+    return out
+
+
+def check(case: Case) -> None:
+  """Fails with the valid values when a field is off."""
+  if case.model not in MODELS:
+    raise ValueError(f"model {case.model!r} is unknown; valid: {list(MODELS)}")
+  if case.dtype not in DTYPES:
+    raise ValueError(f"dtype {case.dtype!r} is unknown; valid: {list(DTYPES)}")
+  if case.estimator not in estimators.ESTIMATORS:
+    raise ValueError(f"estimator {case.estimator!r} is unknown; valid: "
+                     f"{list(estimators.ESTIMATORS)}")
+  if case.reward not in estimators.REWARDS:
+    raise ValueError(f"reward {case.reward!r} is unknown; valid: {list(estimators.REWARDS)}")
+  if case.labeled_batch < 1 or case.mu < 1:
+    raise ValueError("labeled_batch and mu must be at least 1")
+
+
+def build_module(case: Case):
+  """The Flax module for the case (the same for teacher and student, as in the paper)."""
+  s = case.settings
+  cfg = {"name": case.model, "dropout_rate": s["dropout_rate"], "bn_momentum": 0.99,
+         "dtype": case.dtype}
+  if case.model == "wide_resnet":
+    cfg.update(depth=case.depth, width=case.width)
+  return models.build(cfg, s["num_classes"])
+
+
+def _optimizer(case: Case, learning_rate: float):
+  s = case.settings
+  return optim.make_optimizer(
+      {"learning_rate": learning_rate, "momentum": 0.9, "nesterov": True,
+       "weight_decay": s["weight_decay"], "grad_clip_norm": s["grad_clip_norm"],
+       "warmup_steps": 5000, "schedule": "cosine"}, s["total_steps"])
+
+
+def build_deps(case: Case) -> step_lib.StepDeps:
+  """StepDeps as `mpl_jax.experiment.build` makes them for an MPL config."""
+  check(case)
+  s = case.settings
+  apply = make_apply(build_module(case))
+  student = step_lib.Network(apply, *_optimizer(case, s["student_lr"]))
+  teacher = step_lib.Network(apply, *_optimizer(case, s["teacher_lr"]))
+  return step_lib.StepDeps(
+      student=student, teacher=teacher, num_classes=s["num_classes"],
+      label_smoothing=s["label_smoothing"], ema_decay=s["ema_decay"], uda=s["uda"],
+      mpl=step_lib.MplSettings(estimator=case.estimator, reward=case.reward,
+                               labels=estimators.resolve_labels(case.estimator, "auto")))
+
+
+def _host_values(abstract, rng: np.random.Generator):
+  """Values for an abstract variable tree, made on the host: He-normal kernels (fan-in),
+  unit BatchNorm scales and variances, zero biases and means."""
+  def fill(path, leaf):
+    name = getattr(path[-1], "key", str(path[-1]))
+    shape, dtype = leaf.shape, leaf.dtype
+    if name == "kernel":
+      fan_in = int(np.prod(shape[:-1]))
+      return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+    if name in ("scale", "var"):
+      return np.ones(shape, dtype)
+    return np.zeros(shape, dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def init_state(case: Case, deps: step_lib.StepDeps, seed: int = 0) -> TrainState:
+  """A fresh TrainState (teacher, student, EMA) of the experiment's structure.
+
+  The variables get their shapes from Flax (`jax.eval_shape` of the module's init) and
+  their values from numpy on the host: the values do not change a step's cost, and
+  compiling Flax's initializers for two ResNet-50s takes minutes on a CPU.
+  """
+  module = build_module(case)
+  sample = jnp.zeros((1, case.size, case.size, 3), jnp.float32)
+  key = jax.random.key(seed)
+  abstract = jax.eval_shape(lambda: module.init({"params": key, "dropout": key}, sample,
+                                                train=False))
+  rng = np.random.default_rng(seed)
+
+  def net(tx):
+    variables = dict(jax.device_put(_host_values(abstract, rng)))
+    params = variables.pop("params")
+    return NetState(params=params, model_state=variables, opt_state=jax.jit(tx.init)(params))
+
+  student, teacher = net(deps.student.tx), net(deps.teacher.tx)
+  ema = EmaState(params=jax.tree.map(jnp.copy, student.params),
+                 model_state=jax.tree.map(jnp.copy, student.model_state))
+  return TrainState(step=jnp.zeros((), jnp.int32), student=student, student_ema=ema,
+                    teacher=teacher, reward_baseline=jnp.zeros((), jnp.float32),
+                    skipped_steps=jnp.zeros((), jnp.int32),
+                    first_nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def make_batch(case: Case, seed: int = 1) -> dict[str, jax.Array]:
+  """Random normalized images and labels of the case's shapes, on the default device."""
+  rng = np.random.default_rng(seed)
+  image = lambda n: rng.standard_normal((n, case.size, case.size, 3), dtype=np.float32)
+  b, u = case.labeled_batch, case.unlabeled_batch
+  weak = image(u)
+  batch = {"labeled_x": image(b),
+           "labeled_y": rng.integers(0, case.settings["num_classes"], b).astype(np.int32),
+           "unlabeled_weak": weak, "unlabeled_strong": weak + 0.5 * image(u)}
+  return jax.device_put(batch)
+
+
+def jit_step(deps: step_lib.StepDeps) -> Callable:
+  """The MPL step as `mpl_jax.train` jits it: guarded, the state donated."""
+  step_fn = guards.guard_step(functools.partial(step_lib.mpl_step, deps=deps),
+                              skip_nonfinite=False)
+  return jax.jit(step_fn, donate_argnums=(0,))
+
+
+# ---- The passes a step is made of, each one jitted alone. ----
+
+
+def _fwd_bwd(apply, params, model_state, x, targets, rng):
+  """Loss, parameter gradients and new BatchNorm statistics of one train-mode pass."""
+  def loss_fn(p):
+    logits, new_state = apply(p, model_state, x, train=True, rng=rng)
+    return losses.mean_cross_entropy(targets, logits), new_state
+
+  (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return loss, grads, new_state
+
+
+def _forward(apply, params, model_state, x, targets, rng):
+  logits, _ = apply(params, model_state, x, train=True, rng=rng)
+  return losses.mean_cross_entropy(targets, logits)
+
+
+def _meta_feedback(apply, lr, params, model_state, u_s, t_s, x_l, y_l, rng):
+  """The meta estimator's student side: d/dt_s L_l(theta - lr grad CE(softmax(t_s), S(u_s)))."""
+  rng_u, rng_l = jax.random.split(rng)
+
+  def objective(strong_logits):
+    soft = jax.nn.softmax(strong_logits)
+
+    def unlabeled(p):
+      logits, new_state = apply(p, model_state, u_s, train=True, rng=rng_u)
+      return losses.mean_cross_entropy(soft, logits), new_state
+
+    (_, new_state), g_u = jax.value_and_grad(unlabeled, has_aux=True)(params)
+    stepped = jax.tree.map(lambda p, g: p - lr * g, params, g_u)
+    logits, _ = apply(stepped, model_state, x_l, train=True, rng=rng_l)
+    return losses.mean_cross_entropy(y_l, logits), (g_u, new_state)
+
+  return jax.grad(objective, has_aux=True)(t_s)
+
+
+def _updates_and_ema(deps: step_lib.StepDeps, state: TrainState, teacher_grads, student_grads):
+  """Both optimizer updates at the step's learning rates and the student's EMA."""
+  def update(net, network, grads):
+    updates, opt_state = network.tx.update(grads, net.opt_state, net.params)
+    lr = network.learning_rate(state.step)
+    params = jax.tree.map(lambda p, u: p + lr * u, net.params, updates)
+    return net.replace(params=params, opt_state=opt_state)
+
+  student = update(state.student, deps.student, student_grads)
+  teacher = update(state.teacher, deps.teacher, teacher_grads)
+  return student, teacher, ema_update(state.student_ema, student, deps.ema_decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  """One pass, jitted alone, with the arguments to time it on."""
+
+  name: str
+  fn: Callable
+  args: tuple
+
+
+def parts(case: Case, deps: step_lib.StepDeps, state: TrainState,
+          batch: dict[str, jax.Array]) -> list[Part]:
+  """The passes the case's step needs, in the order the step runs them.
+
+  - teacher forward+backward over concat[x_l, u_w, u_s]: B (1 + 2 mu) images, once;
+  - the student's forward+backward on u_s (B mu images) for g_u;
+  - the reward's passes on the B labeled images: one forward+backward at the updated
+    student (reinforce; `taylor` adds a forward at the old student); `meta` replaces the
+    student's passes with its gradient-of-gradient;
+  - both optimizer updates and the student's EMA.
+  """
+  apply = deps.student.apply
+  num_classes = case.settings["num_classes"]
+  rng = jax.random.key(3)
+  x_l, u_w, u_s = batch["labeled_x"], batch["unlabeled_weak"], batch["unlabeled_strong"]
+  y_l = losses.one_hot(batch["labeled_y"], num_classes)
+  all_x = jnp.concatenate([x_l, u_w, u_s])
+  onehot = lambda n: losses.one_hot(jnp.arange(n) % num_classes, num_classes)
+  fwd_bwd = jax.jit(functools.partial(_fwd_bwd, apply))
+  teacher, student = state.teacher, state.student
+
+  out = [Part("teacher_fwd_bwd", fwd_bwd,
+              (teacher.params, teacher.model_state, all_x, onehot(all_x.shape[0]), rng))]
+  if case.estimator == "meta":
+    t_s = jnp.zeros((case.unlabeled_batch, num_classes), jnp.float32)
+    lr = deps.student.learning_rate(jnp.asarray(1000))
+    out.append(Part("student_meta_grad", jax.jit(functools.partial(_meta_feedback, apply)),
+                    (lr, student.params, student.model_state, u_s, t_s, x_l, y_l, rng)))
+  else:
+    out.append(Part("student_unlabeled_fwd_bwd", fwd_bwd,
+                    (student.params, student.model_state, u_s, onehot(u_s.shape[0]), rng)))
+    if case.estimator == "reinforce":
+      out.append(Part("student_labeled_fwd_bwd", fwd_bwd,
+                      (student.params, student.model_state, x_l, y_l, rng)))
+      if case.reward == "taylor":
+        out.append(Part("student_labeled_fwd", jax.jit(functools.partial(_forward, apply)),
+                        (student.params, student.model_state, x_l, y_l, rng)))
+  out.append(Part("updates_and_ema", jax.jit(functools.partial(_updates_and_ema, deps)),
+                  (state, teacher.params, student.params)))
+  return out
