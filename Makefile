@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_workdir
 
-.PHONY: demo test test-all clean
+.PHONY: demo test test-all bench clean
 
 $(STAMP): requirements.lock setup.cfg pyproject.toml
 	rm -rf $(VENV)
@@ -22,6 +22,13 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m pytest -q
+
+# The CPU benchmarks of BENCHMARKS.md (minutes each; never part of `make test`). requirements.lock
+# pins torch==2.13.0 for the PyTorch reference, so the test venv runs its smoke test too.
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.step_bench --labeled_batch=16 --mu=7 --runs=5
+	$(VENV)/bin/python -m benchmarks.compare --labeled_batch=16,64 --mu=7 --rounds=5
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m benchmarks.pipeline_bench --size=cifar,imagenet
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info .pytest_cache

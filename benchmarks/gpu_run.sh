@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one run, for a machine with one NVIDIA GPU, JAX (CUDA), Flax,
+# optax and PyTorch, and no TensorFlow. Run from the repository root:
+#
+#   OUT=/tmp/gpu_results bash benchmarks/gpu_run.sh
+#
+# It records, as JSON lines under $OUT (also echoed to stdout):
+#   gpu.txt            nvidia-smi's card name, memory and driver; jax and torch versions
+#   compare.jsonl      JAX bf16 vs PyTorch AMP (bf16 autocast), WRN-28-2, B=128, mu=7,
+#                      alternating rounds in one process; then the same in float32 (tf32)
+#   resnet50.jsonl     ResNet-50 MPL step in bf16 (B=128, mu=1, 224x224): time, FLOPs, MFU
+#   wrn_parts.jsonl    WRN-28-2 bf16 step vs its parts timed alone (B=128, mu=7)
+# Each benchmark has its own time limit, so one that hangs does not cost the others.
+# TINY=1 runs the same logic at toy sizes on a CPU (to check the script, not the GPU).
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/gpu_results}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+
+if [[ "${TINY:-0}" == "1" ]]; then
+  WRN=(--depth=10 --width=1)
+  # ResNet-50 takes many minutes to compile on a CPU: the tiny run uses the tiny WRN.
+  B=2; MU=1; RN_B=2; RN_MU=1; RN=(--model=wide_resnet "${WRN[@]}")
+  ROUNDS=(--rounds=2 --steps_per_round=1 --warmup=1); RUNS=(--runs=1 --warmup=1)
+  L1=600; L2=600; L3=600; L4=600
+else
+  WRN=(--depth=28 --width=2)
+  B=128; MU=7; RN_B=128; RN_MU=1; RN=(--model=resnet50)
+  ROUNDS=(--rounds=5 --steps_per_round=5 --warmup=2); RUNS=(--runs=10 --warmup=2)
+  L1=140; L2=140; L3=90; L4=70  # 440 s in all, within one 500 s device call
+fi
+
+run() {  # run NAME LIMIT_SECONDS COMMAND...: JSON lines to $OUT/NAME.jsonl, errors to .err
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name: $*"
+  local start=$SECONDS
+  timeout "$limit" "$@" >>"$OUT/$name.jsonl" 2>>"$OUT/$name.err"
+  local rc=$?
+  cat "$OUT/$name.jsonl" 2>/dev/null | tail -n 2
+  [[ $rc -ne 0 ]] && { echo "!! $name exited $rc"; tail -n 15 "$OUT/$name.err"; }
+  echo "== $name took $((SECONDS - start)) s"
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    || echo "no nvidia-smi"
+  "$PY" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); \
+print('torch', torch.__version__, torch.cuda.is_available())"
+} >"$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+
+# JAX and PyTorch share the GPU in compare.py: JAX takes at most half of its memory.
+XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 run compare "$L1" "$PY" -m benchmarks.compare \
+  "${WRN[@]}" --labeled_batch=$B --mu=$MU --dtype=bfloat16 "${ROUNDS[@]}"
+run resnet50 "$L2" "$PY" -m benchmarks.step_bench "${RN[@]}" \
+  --labeled_batch=$RN_B --mu=$RN_MU --dtype=bfloat16 --no_parts "${RUNS[@]}"
+run wrn_parts "$L3" "$PY" -m benchmarks.step_bench "${WRN[@]}" --labeled_batch=$B \
+  --mu=$MU --dtype=bfloat16 "${RUNS[@]}"
+XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 run compare "$L4" "$PY" -m benchmarks.compare \
+  "${WRN[@]}" --labeled_batch=$B --mu=$MU --dtype=float32 "${ROUNDS[@]}"
+
+echo "== summary"
+"$PY" - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+for name in ("compare", "resnet50", "wrn_parts"):
+  path = os.path.join(out, name + ".jsonl")
+  if not os.path.exists(path):
+    continue
+  for line in open(path):
+    try:
+      r = json.loads(line)
+    except ValueError:
+      continue
+    keys = ("model", "labeled_batch", "mu", "dtype", "jax_over_torch_throughput",
+            "jax_step_time_s", "torch_step_time_s", "step_time_s", "images_per_s",
+            "time_ratio", "flops_ratio", "step_flops", "mfu", "device", "jax_device")
+    print(name, {k: r[k] for k in keys if k in r})
+EOF

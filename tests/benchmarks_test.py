@@ -1,0 +1,112 @@
+"""Smoke tests of the benchmark scripts: each runs one tiny case and prints good JSON.
+
+They check that the scripts run and report what they promise, never a speed: the
+benchmarks themselves are run by hand (BENCHMARKS.md). The subprocesses share a JAX
+compilation cache and compile at XLA's lowest optimization level, to stay quick.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_WRN = ["--depth=10", "--width=1", "--labeled_batch=2", "--mu=1"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  cache = tmp_path_factory.mktemp("jax_cache")
+  return dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+              XLA_FLAGS="--xla_backend_optimization_level=0",
+              JAX_COMPILATION_CACHE_DIR=str(cache),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def _run(env, *args, timeout=240) -> list[dict]:
+  """Runs `python -m args...` in the repo root; returns its stdout's JSON lines."""
+  proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = [line for line in proc.stdout.splitlines() if line.strip()]
+  assert lines, f"no output; stderr: {proc.stderr[-2000:]}"
+  return [json.loads(line) for line in lines]  # every stdout line is one JSON record
+
+
+def test_step_bench_imports_no_tensorflow(env):
+  code = ("import sys, benchmarks.step_bench, benchmarks.compare; "
+          "bad = sorted({m.split('.')[0] for m in sys.modules} & "
+          "{'tensorflow', 'clu', 'ml_collections', 'tensorflow_datasets'}); "
+          "assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+
+
+def test_step_bench_reports_step_parts_and_ratios(env):
+  (record,) = _run(env, "benchmarks.step_bench", *TINY_WRN, "--image_size=8", "--runs=1",
+                   "--warmup=0")
+  assert record["framework"] == "jax" and record["estimator"] == "reinforce"
+  assert record["images_per_step"] == 2 * (1 + 2 * 1)
+  assert set(record["parts"]) == {"teacher_fwd_bwd", "student_unlabeled_fwd_bwd",
+                                  "student_labeled_fwd_bwd", "updates_and_ema"}
+  for key in ("step_time_s", "images_per_s", "step_flops", "parts_flops", "parts_time_s",
+              "peak_memory_bytes"):
+    assert record[key] > 0, key
+  # The step does the parts' work and little else (a loose bound: this is a smoke test).
+  assert 0.9 < record["flops_ratio"] < 1.2
+  assert record["time_ratio"] > 0
+  assert record["mfu"] is None  # no known peak for a CPU
+  assert len(record["step_times_s"]) == record["runs"] == 1
+
+
+def test_torch_reference_runs_one_step(env):
+  pytest.importorskip("torch")
+  (record,) = _run(env, "benchmarks.torch_reference", *TINY_WRN, "--runs=1", "--warmup=0")
+  assert record["framework"] == "torch" and record["device"]
+  assert record["step_time_s"] > 0 and record["images_per_s"] > 0
+  assert record["images_per_step"] == 6
+
+
+def test_torch_network_is_the_flax_network():
+  """Same WRN-28-2: the same parameter count, tensor by tensor size."""
+  torch = pytest.importorskip("torch")
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  from mpl_jax.models import wide_resnet  # pylint: disable=g-import-not-at-top
+
+  module = wide_resnet.WideResNet(num_classes=10, depth=28, width=2)
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  flax_sizes = sorted(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+  net = torch_reference.WideResNet(28, 2)
+  torch_sizes = sorted(p.numel() for p in net.parameters())
+  assert torch_sizes == flax_sizes
+  assert 1.4e6 < sum(torch_sizes) < 1.6e6  # WRN-28-2 with its 32-channel stem
+  out = net.eval()(torch.zeros(2, 3, 32, 32))
+  assert tuple(out.shape) == (2, 10)
+
+
+def test_compare_prints_the_throughput_ratio(env):
+  pytest.importorskip("torch")
+  (record,) = _run(env, "benchmarks.compare", *TINY_WRN, "--rounds=2", "--warmup=0")
+  assert len(record["round_ratios"]) == 2
+  assert record["jax_over_torch_throughput"] > 0
+  assert record["jax_step_time_s"] > 0 and record["torch_step_time_s"] > 0
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "mpl_jax", "data", "pipeline.py")),
+                    reason="mpl_jax.data.pipeline is not there")
+def test_pipeline_bench_both_sizes(env):
+  records = _run(env, "benchmarks.pipeline_bench", "--size=cifar,imagenet",
+                 "--labeled_batch=2", "--mu=1", "--batches=1", "--warmup=1", "--pool=4")
+  assert [r["image_size"] for r in records] == [32, 224]
+  for r in records:
+    assert r["images_per_batch"] == 6 and r["images_per_s_per_core"] > 0
+    assert r["keys"] == ["labeled_x", "labeled_y", "unlabeled_strong", "unlabeled_weak"]
+
+
+def test_gpu_script_parses():
+  subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_run.sh")], check=True)
