@@ -5,6 +5,7 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mpl_jax.models import efficientnet
 from mpl_jax.models import mlp
 from mpl_jax.models import resnet
 from mpl_jax.models import wide_resnet
@@ -73,10 +74,35 @@ def _build_resnet50(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
       dtype=_dtype(cfg))
 
 
+def _build_efficientnet(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+  """EfficientNet `variant` (b0..b7, l2, b6_wide); width/depth override its coefficients."""
+  _check_fields(cfg, {"variant", "dropout_rate", "bn_momentum"},
+                {"dtype", "drop_connect_rate", "remat", "scan_blocks", "width", "depth"})
+  if cfg["variant"] not in efficientnet.VARIANTS:
+    raise ValueError(f"model.variant={cfg['variant']!r} is unknown; valid: "
+                     f"{sorted(efficientnet.VARIANTS)}")
+  _check_rates(cfg)
+  if not 0.0 <= cfg.get("drop_connect_rate", 0.0) < 1.0:
+    raise ValueError(f"model.drop_connect_rate={cfg['drop_connect_rate']} must be in [0, 1)")
+  overrides = {}
+  for field in ("width", "depth"):
+    if field in cfg:
+      if not cfg[field] > 0:
+        raise ValueError(f"model.{field}={cfg[field]} must be > 0")
+      overrides[field] = float(cfg[field])
+  return efficientnet.from_variant(
+      cfg["variant"], num_classes, dropout_rate=float(cfg["dropout_rate"]),
+      bn_momentum=float(cfg["bn_momentum"]),
+      drop_connect_rate=float(cfg.get("drop_connect_rate", 0.0)),
+      remat=bool(cfg.get("remat", False)), scan_blocks=bool(cfg.get("scan_blocks", False)),
+      dtype=_dtype(cfg), **overrides)
+
+
 MODELS: dict[str, Callable[[Mapping[str, Any], int], nn.Module]] = {
     "mlp": _build_mlp,
     "wide_resnet": _build_wide_resnet,
     "resnet50": _build_resnet50,
+    "efficientnet": _build_efficientnet,
 }
 
 
