@@ -71,3 +71,22 @@ def base_config() -> ml_collections.ConfigDict:
       "num_devices": 0,          # data-parallel devices; 0 = all
   })
   return c
+
+
+def image_data(name: str, *, labeled_per_class: int, validation_per_class: int,
+               labeled_batch_size: int, unlabeled_batch_size: int
+               ) -> ml_collections.ConfigDict:
+  """The data section of a tfds image set (CIFAR-10, SVHN), read from a prepared data_dir."""
+  return ml_collections.ConfigDict({
+      "name": name,                    # tfds name
+      "data_dir": "",                  # prepared tfds data; "" = ~/tensorflow_datasets
+      "split_seed": 0,                 # draws labeled/validation images (not the run seed)
+      "labeled_per_class": labeled_per_class,
+      "validation_per_class": validation_per_class,  # held out from train, for evaluation
+      "labeled_batch_size": labeled_batch_size,      # B (global, over all processes)
+      "unlabeled_batch_size": unlabeled_batch_size,  # mu * B
+      "image_size": 32,                # pad-and-crop pads image_size // 8 (fill 128)
+      "randaugment_layers": 2,         # N of the strong view's RandAugment
+      "randaugment_magnitude": 16.0,   # M, on the 0..10 scale extrapolated
+      "cutout_size": 16,               # side of the strong view's final cutout; 0 = none
+  })

@@ -34,6 +34,48 @@ def _check_optimizer(name: str, cfg) -> None:
     raise ConfigError(f"{name}.momentum={cfg.momentum} must be in [0, 1)")
 
 
+IMAGE_SETS = ("cifar10", "svhn_cropped", "imagenet2012")
+_IMAGE_FIELDS = {"name", "data_dir", "split_seed", "labeled_batch_size",
+                 "unlabeled_batch_size", "image_size", "randaugment_layers",
+                 "randaugment_magnitude", "cutout_size"}
+_IMAGE_SET_FIELDS = {
+    "cifar10": {"labeled_per_class", "validation_per_class"},
+    "svhn_cropped": {"labeled_per_class", "validation_per_class", "use_extra"},
+    "imagenet2012": {"labeled_fraction", "validation_per_class", "unlabeled_source",
+                     "shuffle_buffer", "eval_image_size"},
+}
+
+
+def _check_image_data(data) -> None:
+  """The data section of a tfds image set: fields, sizes, process divisibility."""
+  import jax  # pylint: disable=g-import-not-at-top
+  valid = _IMAGE_FIELDS | _IMAGE_SET_FIELDS[data.name]
+  present = set(data.keys())
+  if present - valid or valid - present - {"use_extra"}:
+    wrong = sorted(present - valid) or sorted(valid - present)
+    what = "unknown" if present - valid else "missing"
+    raise errors.ConfigError(f"data ({data.name}) has {what} fields {wrong}; valid: "
+                             f"{sorted(valid)}")
+  for field in ("labeled_batch_size", "unlabeled_batch_size", "image_size"):
+    _positive(f"data.{field}", data[field])
+  for field in ("split_seed", "randaugment_layers", "randaugment_magnitude", "cutout_size",
+                "validation_per_class"):
+    _positive(f"data.{field}", data[field], allow_zero=True)
+  if "labeled_per_class" in data:
+    _positive("data.labeled_per_class", data.labeled_per_class)
+  if "labeled_fraction" in data and not 0.0 < data.labeled_fraction <= 1.0:
+    raise errors.ConfigError(f"data.labeled_fraction={data.labeled_fraction} must be in "
+                             "(0, 1] (ImageNet-10%: 0.1)")
+  if data.cutout_size > data.image_size:
+    raise errors.ConfigError(f"data.cutout_size={data.cutout_size} exceeds "
+                             f"data.image_size={data.image_size}")
+  processes = jax.process_count()
+  for field in ("labeled_batch_size", "unlabeled_batch_size"):
+    if data[field] % processes:
+      raise errors.ConfigError(f"data.{field}={data[field]} does not divide by the "
+                               f"{processes} processes; use a multiple of {processes}")
+
+
 def validate(config) -> None:
   """Raises ConfigError on the first field that cannot work."""
   _one_of("method", config.method, METHODS)
@@ -62,6 +104,8 @@ def validate(config) -> None:
     if per_class > 170:  # the smallest digit class has 174 images
       raise ConfigError(f"data: labeled + validation + test per class = {per_class} leaves "
                         "too few unlabeled images (each class has at least 174); lower them")
+  if config.data.name in IMAGE_SETS:
+    _check_image_data(config.data)
   if config.data.name == "twomoon":
     data = config.data
     _one_of("data.labeled_selection", data.labeled_selection, twomoon.LABELED_SELECTIONS)

@@ -1,6 +1,6 @@
 """Evaluation over fixed-size, padded and masked batches: no example dropped or doubled."""
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -20,23 +20,28 @@ def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
 
 
 def make_eval_fn(predict: Callable) -> Callable:
-  """(params, model_state, x, y, mask) -> (number correct, number counted), jitted."""
+  """(params, model_state, x, y, mask) -> (top-1 correct, top-5 correct, counted), jitted.
+
+  Top-5 counts a label among the 5 highest logits (all of them when there are fewer).
+  """
 
   @jax.jit
   def counts(params, model_state, x, y, mask):
     logits = predict(params, model_state, x)
-    correct = (jnp.argmax(logits, axis=-1) == y) & mask
-    return jnp.sum(correct), jnp.sum(mask)
+    top1 = (jnp.argmax(logits, axis=-1) == y) & mask
+    k = min(5, logits.shape[-1])
+    _, top = jax.lax.top_k(logits, k)
+    top5 = jnp.any(top == y[:, None], axis=-1) & mask
+    return jnp.sum(top1), jnp.sum(top5), jnp.sum(mask)
 
   return counts
 
 
-def accuracy(eval_fn: Callable, params, model_state, x: np.ndarray, y: np.ndarray,
-             batch_size: int) -> float:
-  """Top-1 accuracy over the whole set."""
-  correct = total = 0
-  for xb, yb, mask in padded_batches(x, y, batch_size):
-    c, t = eval_fn(params, model_state, xb, yb, mask)
-    correct += int(c)
-    total += int(t)
-  return correct / max(total, 1)
+def accuracy(eval_fn: Callable, params, model_state, batches: Iterable) -> dict[str, float]:
+  """Top-1 and top-5 accuracy over padded, masked (x, y, mask) batches."""
+  top1 = top5 = total = 0
+  for xb, yb, mask in batches:
+    c1, c5, t = eval_fn(params, model_state, xb, yb, mask)
+    top1, top5, total = top1 + int(c1), top5 + int(c5), total + int(t)
+  total = max(total, 1)
+  return {"top1": top1 / total, "top5": top5 / total}

@@ -41,16 +41,22 @@ def check_batch_divides(name: str, size: int, mesh: Mesh) -> None:
                      f"--config.mesh.num_devices")
 
 
-def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """The global batch, computed identically on every host -> global sharded arrays.
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh, *, local: bool = False
+              ) -> dict[str, jax.Array]:
+  """Host batches -> global arrays sharded on the `data` axis.
 
-  Each process contributes its contiguous slice of rows (process i of P: rows i*B/P to
-  (i+1)*B/P), which its devices hold on the `data` axis.
+  With `local=False` every process holds the whole global batch (computed identically
+  on every host) and contributes its contiguous slice of rows (process i of P: rows
+  i*B/P to (i+1)*B/P). With `local=True` each process already holds only those rows.
   """
   sharding = batch_sharded(mesh)
   count, index = jax.process_count(), jax.process_index()
   out = {}
   for k, v in batch.items():
+    if local:
+      out[k] = jax.make_array_from_process_local_data(
+          sharding, v, (v.shape[0] * count,) + v.shape[1:])
+      continue
     rows = v.shape[0] // count
     out[k] = jax.make_array_from_process_local_data(
         sharding, v[index * rows:(index + 1) * rows], v.shape)

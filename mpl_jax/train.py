@@ -63,14 +63,20 @@ def _check_finite(metrics: dict[str, float], step: int, checkpointer,
 
 def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int,
               split: str = "eval") -> dict[str, float]:
-  """Accuracy of the student, its EMA and the teacher on `eval` (validation) or `test`."""
+  """Accuracy of the student, its EMA and the teacher on `eval` (validation) or `test`:
+  `{split}/{net}_accuracy` (top-1) and, with more than 5 classes, `..._top5_accuracy`."""
   ds = exp.dataset
-  x, y = (ds.eval_x, ds.eval_y) if split == "eval" else (ds.test_x, ds.test_y)
   nets = {"student": state.student, "student_ema": state.student_ema}
   if exp.has_teacher:
     nets["teacher"] = state.teacher
-  return {f"{split}/{name}_accuracy": evaluate.accuracy(
-      eval_fn, net.params, net.model_state, x, y, batch_size) for name, net in nets.items()}
+  out = {}
+  for name, net in nets.items():
+    acc = evaluate.accuracy(eval_fn, net.params, net.model_state,
+                            ds.eval_batches(split, batch_size))
+    out[f"{split}/{name}_accuracy"] = acc["top1"]
+    if ds.num_classes > 5:
+      out[f"{split}/{name}_top5_accuracy"] = acc["top5"]
+  return out
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -155,6 +161,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   history: dict[str, list[float]] = {}
   preempted = False
   done = start
+  per_process = getattr(exp.dataset.source, "per_process", False)
   try:
     with guards.PreemptionSignal(install=jax.process_count() == 1) as preemption:
       for step in range(start, total):
@@ -162,7 +169,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         host_batch = exp.dataset.source.batch(step)
         if step == config.faults.nan_batch_at_step:
           host_batch = guards.corrupt_batch(host_batch)
-        state, metrics = jitted[phase.name](state, sharding.to_global(host_batch, mesh), rng_train)
+        global_batch = sharding.to_global(host_batch, mesh, local=per_process)
+        state, metrics = jitted[phase.name](state, global_batch, rng_train)
         done = step + 1
         # One process: our SIGTERM handler. Several: orbax's preemption sync point, which
         # every process reaches at the same step (JAX's own handler stays installed).
@@ -196,6 +204,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         if preempted:
           break
   finally:
+    exp.dataset.close()  # input threads must not outlive the loop (they block exit)
     checkpointer.wait()  # in-flight saves land even when the loop raises
     checkpointer.close()
     writer.flush()  # the metrics before a failure are what explains it
@@ -208,7 +217,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     return TrainResult(state=jax.device_get(state), eval_metrics={}, experiment=exp,
                        history=history, preempted=True)
   final = _evaluate(exp, eval_fn, state, config.eval.batch_size)
-  if exp.dataset.test_x is not None:  # the test split: once, at the end
+  if exp.dataset.has_split("test"):  # the test split: once, at the end
     final.update(_evaluate(exp, eval_fn, state, config.eval.batch_size, split="test"))
   final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)

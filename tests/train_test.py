@@ -92,8 +92,8 @@ def test_pseudo_labels_phases(tmp_path):
     ("method", "mixmatch", "valid: ['supervised', 'pseudo_labels', 'uda', 'mpl']"),
     ("mpl.estimator", "reinforce_v2", "valid: ['reinforce', 'meta', 'off']"),
     ("mpl.reward", "difference", "valid: ['dot', 'taylor']"),
-    ("model.name", "resnet9000", "valid: ['mlp', 'resnet50', 'wide_resnet']"),
-    ("data.name", "threemoons", "valid: ['digits', 'twomoon']"),
+    ("model.name", "resnet9000", "valid: ['efficientnet', 'mlp', 'resnet', 'resnet50', 'wide_resnet']"),
+    ("data.name", "threemoons", "valid: ['cifar10', 'digits', 'imagenet2012', 'svhn_cropped', 'twomoon']"),
     ("uda.threshold", 1.5, "must be in [0, 1]"),
 ])
 def test_bad_names_and_values_fail_before_compute(tmp_path, field, value, expected):

@@ -2,12 +2,13 @@
 function of (seed, step), so a resumed run sees exactly the batches it would have seen."""
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from mpl_jax.data import digits
 from mpl_jax.data import twomoon
+from mpl_jax.evaluate import padded_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,16 +72,44 @@ class InMemorySource:
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """A training source, the evaluation set used during training (validation), an
-  optional test set evaluated once at the end, and what models need to know."""
+  optional test set evaluated once at the end, and what models need to know.
 
-  source: InMemorySource
-  eval_x: np.ndarray
-  eval_y: np.ndarray
+  The source has `batch(step)` and the two batch sizes; a source with `per_process =
+  True` returns only this process's rows of the global batch. Evaluation sets are arrays,
+  or, for sets too large for memory, `eval_stream` / `test_stream`: callables that take a
+  batch size and yield padded (x, y, mask) batches.
+  """
+
+  source: Any
+  eval_x: np.ndarray | None
+  eval_y: np.ndarray | None
   num_classes: int
   input_shape: tuple[int, ...]
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   test_x: np.ndarray | None = None
   test_y: np.ndarray | None = None
+  eval_stream: Callable[[int], Iterator] | None = None
+  test_stream: Callable[[int], Iterator] | None = None
+
+  def has_split(self, split: str) -> bool:
+    if split == "eval":
+      return self.eval_x is not None or self.eval_stream is not None
+    return self.test_x is not None or self.test_stream is not None
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator:
+    """Padded, masked (x, y, mask) batches of `eval` (validation) or `test`."""
+    x, y, stream = ((self.eval_x, self.eval_y, self.eval_stream) if split == "eval"
+                    else (self.test_x, self.test_y, self.test_stream))
+    if x is not None:
+      return padded_batches(x, y, batch_size)
+    if stream is None:
+      raise ValueError(f"this data set has no {split!r} split")
+    return stream(batch_size)
+
+  def close(self) -> None:
+    """Stops background input threads, if the source has any."""
+    if hasattr(self.source, "close"):
+      self.source.close()
 
 
 def _build_twomoon(cfg: Mapping[str, Any], seed: int) -> Dataset:
@@ -117,9 +146,23 @@ def _build_digits(cfg: Mapping[str, Any], seed: int) -> Dataset:
                  test_y=labels[splits.test])
 
 
+def _build_image_set(cfg: Mapping[str, Any], seed: int) -> Dataset:
+  from mpl_jax.data import image_sets  # pylint: disable=g-import-not-at-top
+  return image_sets.build(cfg, seed)
+
+
+def _build_imagenet(cfg: Mapping[str, Any], seed: int) -> Dataset:
+  from mpl_jax.data import imagenet  # pylint: disable=g-import-not-at-top
+  return imagenet.build(cfg, seed)
+
+
+# Image sets import TensorFlow when built, not when this module is imported.
 DATASETS: dict[str, Callable[[Mapping[str, Any], int], Dataset]] = {
     "twomoon": _build_twomoon,
     "digits": _build_digits,
+    "cifar10": _build_image_set,
+    "svhn_cropped": _build_image_set,
+    "imagenet2012": _build_imagenet,
 }
 
 

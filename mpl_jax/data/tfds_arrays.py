@@ -22,6 +22,23 @@ class DataNotFoundError(ConfigError):
   """A data set is not prepared in the data_dir."""
 
 
+def missing_data_error(name: str, split: str, data_dir: str | None) -> DataNotFoundError:
+  where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+  return DataNotFoundError(
+      f"data set {name!r} (split {split!r}) is not prepared in {where}; prepare it with "
+      f"`tfds build {name} --data_dir={data_dir or '~/tensorflow_datasets'}` on a machine "
+      "with network access, or set --config.data.data_dir")
+
+
+def load_dataset(name: str, split: str, data_dir: str | None, **kwargs):
+  """`tfds.load` that never downloads and fails at once, with the fix, on missing data."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    return tfds.load(name, split=split, data_dir=data_dir, download=False, **kwargs)
+  except AssertionError:
+    raise missing_data_error(name, split, data_dir) from None
+
+
 def load_arrays(name: str, split: str, data_dir: str | None, *, chunk: int = 4096
                 ) -> tuple[np.ndarray, np.ndarray]:
   """All images (uint8 NHWC) and labels (int32) of a prepared tfds split.
@@ -30,14 +47,7 @@ def load_arrays(name: str, split: str, data_dir: str | None, *, chunk: int = 409
   otherwise retry a download for minutes.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    dataset = tfds.load(name, split=split, data_dir=data_dir, download=False)
-  except AssertionError:
-    where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
-    raise DataNotFoundError(
-        f"data set {name!r} (split {split!r}) is not prepared in {where}; prepare it with "
-        f"`tfds build {name} --data_dir={data_dir or '~/tensorflow_datasets'}` on a machine "
-        "with network access, or set --config.data.data_dir") from None
+  dataset = load_dataset(name, split, data_dir)
   images, labels = [], []
   for batch in tfds.as_numpy(dataset.batch(chunk)):
     images.append(batch["image"])

@@ -74,6 +74,22 @@ def _build_resnet50(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
       dtype=_dtype(cfg))
 
 
+def _build_resnet(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+  """A bottleneck ResNet v1 of any depth (small ones for tests and :runlocal configs)."""
+  _check_fields(cfg, {"stage_sizes", "width", "dropout_rate", "bn_momentum"}, {"dtype"})
+  stages = tuple(int(n) for n in cfg["stage_sizes"])
+  if not stages or min(stages) < 1:
+    raise ValueError(f"model.stage_sizes={cfg['stage_sizes']} must be blocks per stage, "
+                     "each >= 1 (ResNet-50: (3, 4, 6, 3))")
+  if int(cfg["width"]) < 1:
+    raise ValueError(f"model.width={cfg['width']} must be >= 1 (ResNet-50: 64)")
+  _check_rates(cfg)
+  return resnet.ResNet(
+      num_classes=num_classes, stage_sizes=stages, base_width=int(cfg["width"]),
+      dropout_rate=float(cfg["dropout_rate"]), bn_momentum=float(cfg["bn_momentum"]),
+      dtype=_dtype(cfg))
+
+
 def _build_efficientnet(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
   """EfficientNet `variant` (b0..b7, l2, b6_wide); width/depth override its coefficients."""
   _check_fields(cfg, {"variant", "dropout_rate", "bn_momentum"},
@@ -102,6 +118,7 @@ MODELS: dict[str, Callable[[Mapping[str, Any], int], nn.Module]] = {
     "mlp": _build_mlp,
     "wide_resnet": _build_wide_resnet,
     "resnet50": _build_resnet50,
+    "resnet": _build_resnet,
     "efficientnet": _build_efficientnet,
 }
 
