@@ -1,0 +1,113 @@
+"""Digits study: every number in RESULTS.md, section Digits.
+
+Each (method, seed) trains `configs/digits.py` in its own workdir under --root, exactly as
+`main.py` would; a finished workdir (results.json present) is read, not retrained, and an
+interrupted one resumes from its checkpoint. Accuracy is on the fixed 500-image test
+split, evaluated once at the end; mean +- std (sample std) over seeds.
+
+  .venv/bin/python experiments/digits_study.py --seeds 0-4 --root /tmp/digits_study
+  .venv/bin/python experiments/digits_study.py --seeds 0-4 --methods mpl,mpl_off --show_seeds
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from configs import digits  # noqa: E402
+
+# name -> (config method, overrides); `mpl` is the default estimator (REINFORCE, dot
+# reward, sampled labels) and `mpl_off` the same run with the teacher's feedback removed.
+VARIANTS = {
+    "supervised": ("supervised", {}),
+    "uda": ("uda", {}),
+    "pseudo_labels": ("pseudo_labels", {}),
+    "mpl": ("mpl", {}),
+    "mpl_off": ("mpl", {"mpl.estimator": "off"}),
+}
+DEFAULT_METHODS = ("supervised", "uda", "mpl", "mpl_off")
+
+
+def parse_seeds(text: str) -> list[int]:
+  seeds = []
+  for part in text.split(","):
+    if "-" in part:
+      lo, hi = part.split("-")
+      seeds.extend(range(int(lo), int(hi) + 1))
+    else:
+      seeds.append(int(part))
+  return seeds
+
+
+def make_config(variant: str, seed: int):
+  method, overrides = VARIANTS[variant]
+  config = digits.get_config(method)
+  config.seed = seed
+  config.print_progress = False
+  for field, value in overrides.items():
+    section, key = field.split(".")
+    config[section][key] = value
+  return config
+
+
+def run_one(variant: str, seed: int, root: str) -> dict:
+  """results.json of one run, training it (or finishing it) when needed."""
+  workdir = os.path.join(root, variant, f"seed{seed}")
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    from mpl_jax import train  # pylint: disable=g-import-not-at-top
+    start = time.time()
+    train.train_and_evaluate(make_config(variant, seed), workdir)
+    print(f"  {variant} seed {seed}: {time.time() - start:.0f} s", flush=True)
+  with open(path) as f:
+    return json.load(f)
+
+
+def fmt(values: list[float]) -> str:
+  a = 100 * np.asarray(values)
+  std = a.std(ddof=1) if len(a) > 1 else 0.0
+  return f"{a.mean():.1f} ± {std:.1f}"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--seeds", default="0-4")
+  parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                      help=f"comma-separated, from {sorted(VARIANTS)}")
+  parser.add_argument("--root", default="/tmp/digits_study")
+  parser.add_argument("--show_seeds", action="store_true")
+  args = parser.parse_args()
+  seeds = parse_seeds(args.seeds)
+  methods = args.methods.split(",")
+  unknown = sorted(set(methods) - set(VARIANTS))
+  if unknown:
+    parser.error(f"unknown methods {unknown}; valid: {sorted(VARIANTS)}")
+
+  rows = {}
+  for variant in methods:
+    rows[variant] = [run_one(variant, seed, args.root) for seed in seeds]
+
+  print(f"\nDigits, 5 labels per class, test split (500 images), seeds {args.seeds}")
+  print("| method | student | EMA student | student before finetuning | teacher |")
+  print("|---|---|---|---|---|")
+  for variant, results in rows.items():
+    student = [r["test/student_accuracy"] for r in results]
+    ema = [r["test/student_ema_accuracy"] for r in results]
+    before = [r["phase_ends"][p]["eval/student_accuracy"] for r in results
+              for p in r["phase_ends"] if p != "teacher"]
+    teacher = [r["test/teacher_accuracy"] for r in results if "test/teacher_accuracy" in r]
+    print(f"| {variant} | {fmt(student)} | {fmt(ema)} | "
+          f"{fmt(before) + ' (validation)' if before else '-'} | "
+          f"{fmt(teacher) if teacher else '-'} |")
+    if args.show_seeds:
+      print("    per seed (student): " + " ".join(f"{100 * s:.1f}" for s in student))
+
+
+if __name__ == "__main__":
+  main()
