@@ -29,7 +29,7 @@ else
   WRN=(--depth=28 --width=2)
   B=128; MU=7; RN_B=128; RN_MU=1; RN=(--model=resnet50)
   ROUNDS=(--rounds=5 --steps_per_round=5 --warmup=2); RUNS=(--runs=10 --warmup=2)
-  L1=140; L2=140; L3=90; L4=70  # 440 s in all, within one 500 s device call
+  L1=130; L2=150; L3=110; L4=70  # 460 s in all, within one 510 s device call
 fi
 
 run() {  # run NAME LIMIT_SECONDS COMMAND...: JSON lines to $OUT/NAME.jsonl, errors to .err
@@ -39,7 +39,7 @@ run() {  # run NAME LIMIT_SECONDS COMMAND...: JSON lines to $OUT/NAME.jsonl, err
   local start=$SECONDS
   timeout "$limit" "$@" >>"$OUT/$name.jsonl" 2>>"$OUT/$name.err"
   local rc=$?
-  cat "$OUT/$name.jsonl" 2>/dev/null | tail -n 2
+  tail -n 1 "$OUT/$name.jsonl" 2>/dev/null
   [[ $rc -ne 0 ]] && { echo "!! $name exited $rc"; tail -n 15 "$OUT/$name.err"; }
   echo "== $name took $((SECONDS - start)) s"
 }

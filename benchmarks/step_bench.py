@@ -10,10 +10,13 @@ JSON line per case:
   images_per_s           B (1 + 2 mu) / step time: labeled + weak + strong views consumed
   step_flops             XLA's cost analysis of the compiled step
   parts_flops            the same for the parts, summed; flops_ratio = step / parts
+  step_flops_hlo         the step's HLO lowered for the CPU, counted the same way on any
+                         device (a GPU's compiled count misses cuDNN's convolutions); with
+                         parts_flops_hlo and flops_ratio_hlo
   parts_time_s           sum of the parts' medians; time_ratio = step / parts
   peak_memory_bytes      the compiled step's memory analysis (arguments, outputs, temps)
   device_peak_bytes      on a GPU, the allocator's peak so far in this process
-  mfu                    step_flops / step time / peak, where the device's peak is known
+  mfu                    step_flops_hlo / step time / peak, where the device's peak is known
 
 No TensorFlow, clu or ml_collections: this runs on a box that has only JAX, Flax, optax.
 
@@ -44,24 +47,37 @@ def set_cpu_convolutions(kind: str) -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + EIGEN_CONV_FLAG).strip()
 
 
-def flops(compiled) -> float:
+def flops(computation) -> float:
   """Total FLOPs from XLA's cost analysis of a compiled (or lowered) computation."""
-  analysis = compiled.cost_analysis()
+  analysis = computation.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
     analysis = analysis[0] if analysis else {}
   return float((analysis or {}).get("flops", 0.0))
 
 
+def hlo_flops(traced) -> float:
+  """FLOPs of a traced computation's HLO as lowered for the CPU, the same on any device.
+
+  A compiled GPU program hands its convolutions to cuDNN as custom calls, which XLA's
+  cost analysis counts as zero FLOPs; the CPU-lowered HLO still has them as convolutions.
+  This is the count MFU uses.
+  """
+  return flops(traced.lower(lowering_platforms=("cpu",)))
+
+
 def peak_memory(compiled) -> int | None:
-  """Peak bytes of a compiled computation, from its memory analysis."""
+  """Peak bytes of a compiled computation, from its memory analysis.
+
+  The larger of XLA's own peak and arguments + outputs - aliased (donated) + temporaries:
+  XLA:CPU's `peak_memory_in_bytes` leaves the temporaries out (3 MB against 159 MB of
+  temporaries for a small WRN step), XLA:GPU's includes them.
+  """
   m = compiled.memory_analysis()
   if m is None:
     return None
-  peak = getattr(m, "peak_memory_in_bytes", 0)
-  if peak:
-    return int(peak)
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-             + m.temp_size_in_bytes)
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+           + m.temp_size_in_bytes)
+  return int(max(getattr(m, "peak_memory_in_bytes", 0), total))
 
 
 def device_peak_bytes() -> int | None:
@@ -83,8 +99,9 @@ class StepRunner:
     self.state = jax_case.init_state(case, self.deps, seed)
     self.batch = jax_case.make_batch(case, seed + 1)
     self.rng = jax.random.key(seed + 2)
-    self.lowered = jax_case.jit_step(self.deps).lower(self.state, self.batch, self.rng)
-    self.compiled = self.lowered.compile()
+    traced = jax_case.jit_step(self.deps).trace(self.state, self.batch, self.rng)
+    self.hlo_flops = hlo_flops(traced)
+    self.compiled = traced.lower().compile()
 
   def step(self) -> float:
     """One step; returns its wall-clock seconds (until the new state is ready)."""
@@ -102,16 +119,16 @@ def run_case(case: jax_case.Case, runs: int, warmup: int, with_parts: bool = Tru
     # The parts get their own copy of the state: the step donates (deletes) its input.
     part_state = jax.tree.map(jnp.copy, runner.state)
     for part in jax_case.parts(case, runner.deps, part_state, runner.batch):
-      compiled = part.fn.lower(*part.args).compile()
-      part_list.append((part.name, compiled, part.args))
+      traced = part.fn.trace(*part.args)
+      part_list.append((part.name, traced.lower().compile(), part.args, hlo_flops(traced)))
 
   step_times: list[float] = []
-  part_times: dict[str, list[float]] = {name: [] for name, _, _ in part_list}
+  part_times: dict[str, list[float]] = {name: [] for name, *_ in part_list}
   for round_index in range(warmup + runs):
     seconds = runner.step()
     if round_index >= warmup:
       step_times.append(seconds)
-    for name, compiled, args in part_list:
+    for name, compiled, args, _ in part_list:
       seconds, _ = timing.time_call(lambda c=compiled, a=args: c(*a), block)
       if round_index >= warmup:
         part_times[name].append(seconds)
@@ -127,24 +144,45 @@ def run_case(case: jax_case.Case, runs: int, warmup: int, with_parts: bool = Tru
       "step_time_min_s": min(step_times), "step_times_s": step_times,
       "images_per_step": case.images_per_step,
       "images_per_s": case.images_per_step / step_time,
-      "step_flops": step_flops, "step_flops_unoptimized": flops(runner.lowered),
+      "step_flops": step_flops, "step_flops_hlo": runner.hlo_flops,
       "peak_memory_bytes": peak_memory(runner.compiled),
       "device_peak_bytes": device_peak_bytes(),
   }
   if part_list:
     parts_record = {}
-    for name, compiled, _ in part_list:
-      parts_record[name] = {"time_s": timing.median(part_times[name]), "flops": flops(compiled)}
+    for name, compiled, _, part_hlo_flops in part_list:
+      parts_record[name] = {"time_s": timing.median(part_times[name]), "flops": flops(compiled),
+                            "flops_hlo": part_hlo_flops}
     parts_flops = sum(p["flops"] for p in parts_record.values())
+    parts_hlo = sum(p["flops_hlo"] for p in parts_record.values())
     parts_time = sum(p["time_s"] for p in parts_record.values())
-    record.update(parts=parts_record, parts_flops=parts_flops, parts_time_s=parts_time,
+    record.update(parts=parts_record, parts_flops=parts_flops, parts_flops_hlo=parts_hlo,
+                  parts_time_s=parts_time,
                   flops_ratio=step_flops / parts_flops if parts_flops else None,
+                  flops_ratio_hlo=runner.hlo_flops / parts_hlo if parts_hlo else None,
                   time_ratio=step_time / parts_time if parts_time else None)
   peak = timing.peak_flops(device.device_kind, case.dtype)
   record.update(peak_flops=peak, peak_flops_source=timing.PEAK_SOURCE if peak else None,
-                achieved_flops_per_s=step_flops / step_time,
-                mfu=step_flops / step_time / peak if peak else None)
+                achieved_flops_per_s=runner.hlo_flops / step_time,
+                mfu=runner.hlo_flops / step_time / peak if peak else None)
   return record
+
+
+def count_flops(case: jax_case.Case) -> dict[str, Any]:
+  """FLOPs of the case's step and parts from their CPU-lowered HLO, without compiling.
+
+  Quick on any machine, and what MFU on another device divides by: e.g. a GPU's step
+  time from a run there with the count made here.
+  """
+  deps = jax_case.build_deps(case)
+  state = jax_case.init_state(case, deps)
+  batch = jax_case.make_batch(case)
+  parts = {p.name: hlo_flops(p.fn.trace(*p.args))
+           for p in jax_case.parts(case, deps, state, batch)}
+  step = hlo_flops(jax_case.jit_step(deps).trace(state, batch, jax.random.key(0)))
+  return {"benchmark": "step_flops", **case.describe(), "jax_version": jax.__version__,
+          "step_flops_hlo": step, "parts_flops_hlo": parts,
+          "flops_ratio_hlo": step / sum(parts.values())}
 
 
 def _list(kind):
@@ -169,6 +207,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--runs", type=int, default=5, help="timed rounds (medians are reported)")
   p.add_argument("--warmup", type=int, default=1, help="untimed rounds after compiling")
   p.add_argument("--no_parts", action="store_true", help="time the step only")
+  p.add_argument("--flops_only", action="store_true",
+                 help="count the step's and parts' HLO FLOPs; compile and time nothing")
   p.add_argument("--cpu_convolutions", default="default", choices=("default", "eigen"),
                  help="XLA:CPU convolution library: default (YNNPACK) or eigen")
   return p.parse_args(argv)
@@ -183,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
                          labeled_batch=b, mu=mu, estimator=estimator, reward=args.reward,
                          dtype=dtype, image_size=args.image_size)
     jax_case.check(case)
-    timing.emit(run_case(case, args.runs, args.warmup, with_parts=not args.no_parts))
+    if args.flops_only:
+      timing.emit(count_flops(case))
+    else:
+      timing.emit(run_case(case, args.runs, args.warmup, with_parts=not args.no_parts))
 
 
 if __name__ == "__main__":
