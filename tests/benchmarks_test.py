@@ -45,7 +45,7 @@ def test_step_bench_imports_no_tensorflow(env):
 
 
 def test_step_bench_reports_step_parts_and_ratios(env):
-  (record,) = _run(env, "benchmarks.step_bench", *TINY_WRN, "--image_size=8", "--runs=1",
+  (record,) = _run(env, "benchmarks.step_bench", *TINY_WRN, "--runs=1",
                    "--warmup=0")
   assert record["framework"] == "jax" and record["estimator"] == "reinforce"
   assert record["images_per_step"] == 2 * (1 + 2 * 1)
