@@ -5,19 +5,25 @@ method and the dtype and shape of every array). A workdir whose checkpoint has a
 signature than the current config is refused before anything is written to it. Orbax
 writes each checkpoint into a temporary folder and renames it when complete, so a kill
 during a save leaves the previous checkpoint as the newest; no pickle is ever read.
+
+Multi-process runs: every process calls save and restore (orbax writes each process's
+shards and process 0 the metadata, with its own barriers); a damaged checkpoint is moved
+by process 0 alone while the others wait. The folder may be local or gs:// (epath).
 """
 
-import os
-import shutil
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 
 import jax
+import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+
+from mpl_jax import files
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -42,11 +48,28 @@ def _first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
   return "unknown difference"
 
 
+def _attempt(read: Callable[[], Any]) -> tuple[Any, Exception | None]:
+  """(result, None), or (None, the error): damage to a checkpoint shows as any error."""
+  try:
+    return read(), None
+  except Exception as e:  # pylint: disable=broad-except
+    return None, e
+
+
+def _failed_anywhere(error: Exception | None) -> bool:
+  """Whether a read failed on any process: all of them must set the same step aside."""
+  failed = error is not None
+  if jax.process_count() == 1:
+    return failed
+  return bool(np.any(multihost_utils.process_allgather(np.int32(failed))))
+
+
 class Checkpointer:
   """Thin wrapper over ocp.CheckpointManager for one run's `checkpoints/` folder."""
 
-  def __init__(self, directory: str, *, max_to_keep: int, asynchronous: bool = True):
-    self.directory = os.path.abspath(directory)
+  def __init__(self, directory: files.PathLike, *, max_to_keep: int,
+               asynchronous: bool = True):
+    self.directory: epath.Path = files.path(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
         enable_async_checkpointing=asynchronous)
@@ -66,21 +89,20 @@ class Checkpointer:
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
     for step in steps:
-      try:
-        saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-      except Exception as e:  # pylint: disable=broad-except  # damage shows as any error
-        self._set_aside(step, e)
+      saved, error = _attempt(lambda: self.manager.restore(  # pylint: disable=cell-var-from-loop
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())))
+      if _failed_anywhere(error):
+        self._set_aside(step, error)
         continue
       if saved.meta != meta:
         raise IncompatibleCheckpointError(
             f"{self.directory} holds a checkpoint of a different experiment "
             f"({_first_difference(saved.meta, meta)}); use a new --workdir or the config "
             "that made it")
-      try:
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-      except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, e)
+      restored, error = _attempt(lambda: self.manager.restore(  # pylint: disable=cell-var-from-loop
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))))
+      if _failed_anywhere(error):
+        self._set_aside(step, error)
         continue
       return restored.state, step
     if steps:  # never silently start over in a workdir that had checkpoints
@@ -89,20 +111,26 @@ class Checkpointer:
           f"are now in damaged_checkpoints/); fix the storage or use a new --workdir")
     return None
 
-  def _set_aside(self, step: int, error: Exception) -> None:
+  def _set_aside(self, step: int, error: Exception | None) -> None:
     """Moves a damaged checkpoint out of the way (never deletes it)."""
-    source = os.path.join(self.directory, str(step))
-    target_dir = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
-    target = os.path.join(target_dir, f"{step}-{int(time.time())}")
+    source = self.directory / str(step)
+    target_dir = self.directory.parent / "damaged_checkpoints"
+    stamp = int(time.time())
+    if jax.process_count() > 1:  # every process names the same target: process 0's time
+      stamp = int(multihost_utils.broadcast_one_to_all(np.int64(stamp)))
+    target = target_dir / f"{step}-{stamp}"
     if jax.process_index() == 0:
-      os.makedirs(target_dir, exist_ok=True)
-      shutil.move(source, target)
+      target_dir.mkdir(parents=True, exist_ok=True)
+      source.rename(target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
-    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    message = (f"warning: checkpoint {step} in {self.directory} is damaged "
-               f"({type(error).__name__}: {reason}); moved to {target}; "
-               "falling back to the previous checkpoint")
+    if error is None:
+      what = "unreadable on another process"
+    else:
+      reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+      what = f"{type(error).__name__}: {reason}"
+    message = (f"warning: checkpoint {step} in {self.directory} is damaged ({what}); "
+               f"moved to {target}; falling back to the previous checkpoint")
     logging.warning(message)
     print(message, file=sys.stderr, flush=True)
     self.manager.reload()

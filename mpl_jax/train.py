@@ -15,11 +15,13 @@ import jax
 import numpy as np
 from absl import logging
 from clu import metric_writers
+from etils import epath
 
 from mpl_jax import checkpointing
 from mpl_jax import config_checks
 from mpl_jax import evaluate
 from mpl_jax import experiment as experiment_lib
+from mpl_jax import files
 from mpl_jax import guards
 from mpl_jax import sharding
 from mpl_jax import step as step_lib
@@ -61,8 +63,15 @@ def _check_finite(metrics: dict[str, float], step: int, checkpointer,
       "the learning rates, inspect the data, or set --config.skip_nonfinite=True")
 
 
+def _global_eval_batches(batches, mesh: jax.sharding.Mesh):
+  """Padded (x, y, mask) host batches, identical on every process, as global arrays
+  sharded on the `data` axis: each device scores its rows, across processes too."""
+  for batch in batches:
+    yield tuple(sharding.global_rows(np.asarray(part), mesh) for part in batch)
+
+
 def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int,
-              split: str = "eval") -> dict[str, float]:
+              mesh: jax.sharding.Mesh, split: str = "eval") -> dict[str, float]:
   """Accuracy of the student, its EMA and the teacher on `eval` (validation) or `test`:
   `{split}/{net}_accuracy` (top-1) and, with more than 5 classes, `..._top5_accuracy`."""
   ds = exp.dataset
@@ -72,34 +81,19 @@ def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int,
   out = {}
   for name, net in nets.items():
     acc = evaluate.accuracy(eval_fn, net.params, net.model_state,
-                            ds.eval_batches(split, batch_size))
+                            _global_eval_batches(ds.eval_batches(split, batch_size), mesh))
     out[f"{split}/{name}_accuracy"] = acc["top1"]
     if ds.num_classes > 5:
       out[f"{split}/{name}_top5_accuracy"] = acc["top5"]
   return out
 
 
-def _write_json(path: str, payload: dict) -> None:
-  """Writes JSON atomically (temp file + rename), so a kill never leaves half a file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
-
-
-def _record_phase_end(workdir: str, phase: str, step: int, evals: dict[str, float]) -> None:
+def _record_phase_end(root: epath.Path, phase: str, step: int, evals: dict[str, float]) -> None:
   """Keeps each finished phase's evaluation (phase_ends.json) for results.json."""
-  path = os.path.join(workdir, "phase_ends.json")
-  record = _read_json(path)
+  path = root / "phase_ends.json"
+  record = files.read_json(path)
   record[phase] = {"step": step, **evals}
-  _write_json(path, record)
-
-
-def _read_json(path: str) -> dict:
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  files.write_json(path, record)
 
 
 def train_and_evaluate(config, workdir: str) -> TrainResult:
@@ -117,9 +111,10 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   state_sharding = jax.tree.map(lambda _: replicated, abstract)
   meta = checkpointing.signature(config.method, abstract)
 
-  os.makedirs(workdir, exist_ok=True)
+  root = files.path(workdir)  # local or gs://; every process may create it
+  root.mkdir(parents=True, exist_ok=True)
   checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep)
+      root / "checkpoints", max_to_keep=config.checkpoint.max_to_keep)
   restore_target = jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract,
       state_sharding)
@@ -128,16 +123,16 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   if restored is None:
     state = jax.jit(exp.init_fn, out_shardings=state_sharding)(rng_init)
     start = 0
-    if is_main:
-      _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    if is_main:  # every file outside checkpoints/ is written by process 0 alone
+      files.write_json(root / "config.json", config.to_dict())
   else:
     state, start = restored
     logging.info("Resumed from %s at step %d", checkpointer.directory, start)
     print(f"[{config.method}] resumed from step {start} in {workdir}", flush=True)
-    first = _read_json(os.path.join(workdir, "config.json"))
-    if is_main and first and first != json.loads(json.dumps(config.to_dict(), default=str)):
-      changed = os.path.join(workdir, f"config.resumed_at_{start}.json")
-      _write_json(changed, config.to_dict())
+    first = files.read_json(root / "config.json") if is_main else {}
+    if first and first != json.loads(json.dumps(config.to_dict(), default=str)):
+      changed = root / f"config.resumed_at_{start}.json"
+      files.write_json(changed, config.to_dict())
       print(f"[{config.method}] warning: the config differs from the one this run started "
             f"with (config.json); it is saved as {changed}", flush=True)
 
@@ -152,11 +147,11 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   eval_fn = evaluate.make_eval_fn(
       lambda p, ms, x: step_lib.predict(exp.deps.student.apply, p, ms, x))
 
-  is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(
-      os.path.join(workdir, "tensorboard"), just_logging=not is_main, asynchronous=True)
+      os.fspath(root / "tensorboard"), just_logging=not is_main, asynchronous=True)
   total = exp.total_steps
-  rng_train = jax.device_put(rng_train, replicated)
+  # Replicated over the mesh by a jit (device_put cannot target other processes' devices).
+  rng_train = jax.jit(lambda key: key, out_shardings=replicated)(rng_train)
   last_time, last_step = time.time(), start
   history: dict[str, list[float]] = {}
   preempted = False
@@ -195,10 +190,10 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     f"{rate:.1f} steps/s ETA {_format_eta((total - done) / rate)}", flush=True)
         periodic_eval = (done % config.eval.every_steps == 0 or done == total) and not preempted
         if periodic_eval or phase_end:  # a phase end is recorded even when preempted
-          evals = _evaluate(exp, eval_fn, state, config.eval.batch_size)
+          evals = _evaluate(exp, eval_fn, state, config.eval.batch_size, mesh)
           writer.write_scalars(done, evals)
           if phase_end and is_main:  # e.g. the student before finetuning
-            _record_phase_end(workdir, phase.name, done, evals)
+            _record_phase_end(root, phase.name, done, evals)
         if save_now:
           checkpointer.save(done, state, meta)
         if preempted:
@@ -216,16 +211,16 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
           f"{checkpointer.directory}; rerun the same command to resume", flush=True)
     return TrainResult(state=jax.device_get(state), eval_metrics={}, experiment=exp,
                        history=history, preempted=True)
-  final = _evaluate(exp, eval_fn, state, config.eval.batch_size)
+  final = _evaluate(exp, eval_fn, state, config.eval.batch_size, mesh)
   if exp.dataset.has_split("test"):  # the test split: once, at the end
-    final.update(_evaluate(exp, eval_fn, state, config.eval.batch_size, split="test"))
+    final.update(_evaluate(exp, eval_fn, state, config.eval.batch_size, mesh, split="test"))
   final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)
   writer.close()
   if is_main:
-    _write_json(os.path.join(workdir, "results.json"),
-                {"method": config.method, "step": total, **final,
-                 "phase_ends": _read_json(os.path.join(workdir, "phase_ends.json"))})
+    files.write_json(root / "results.json",
+                     {"method": config.method, "step": total, **final,
+                      "phase_ends": files.read_json(root / "phase_ends.json")})
   return TrainResult(state=jax.device_get(state), eval_metrics=final, experiment=exp,
                      history=history)
 
