@@ -44,10 +44,18 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def read_checkpoint(workdir: str, step: int | None = None):
-  """The raw saved state (nested dicts of arrays) of a checkpoint, newest by default."""
+  """The raw saved state (nested dicts of arrays) of a checkpoint, newest by default.
+
+  Read onto this process's first device, whatever devices and processes wrote it.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
   step = checkpoint_steps(workdir)[-1] if step is None else step
   path = os.path.join(workdir, "checkpoints", str(step), "state")
-  return ocp.StandardCheckpointer().restore(path)
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata.tree)
+  return checkpointer.restore(path, target)
 
 
 def run_main(args, **kwargs) -> subprocess.CompletedProcess:
