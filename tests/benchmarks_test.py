@@ -26,7 +26,7 @@ def env(tmp_path_factory):
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
-def _run(env, *args, timeout=240) -> list[dict]:
+def _run(env, *args, timeout=600) -> list[dict]:
   """Runs `python -m args...` in the repo root; returns its stdout's JSON lines."""
   proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
