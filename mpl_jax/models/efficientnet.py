@@ -251,7 +251,10 @@ class EfficientNet(nn.Module):
       x = block_cls(stride=spec.stride, name=f"stage_{stage + 1}_first", **kwargs)(
           x, rates[0])
       if repeats > 1:
-        scanned = nn.scan(nn.remat(_ScannedMBConv) if self.remat else _ScannedMBConv,
+        # Inside a scan, remat needs no CSE barrier: the loop already keeps XLA from
+        # merging the recomputation with the forward pass.
+        body = nn.remat(_ScannedMBConv, prevent_cse=False) if self.remat else _ScannedMBConv
+        scanned = nn.scan(body,
                           variable_axes={"params": 0, "batch_stats": 0},
                           split_rngs={"params": True, "dropout": True},
                           in_axes=0, length=repeats - 1)

@@ -1,0 +1,270 @@
+"""Compiles the MPL step ahead of time for a Cloud TPU topology, on a machine without TPUs.
+
+libtpu's compiler runs here through `jax.experimental.topologies`: the step is lowered
+with abstract inputs (shapes, dtypes and shardings only, nothing allocated) and compiled
+for the chosen topology. The compiled step's memory analysis gives what one chip must
+hold; its cost analysis gives the FLOPs one chip runs per step. A step that does not fit
+a chip's HBM fails to compile, and the compiler's message (how much it needed) is
+reported instead.
+
+Two layouts on a ('data', 'model') mesh:
+- model_axis=1: data parallel only; every chip holds all parameters and optimizer state.
+- model_axis=k: FSDP-style; parameters, optimizer state, the student's EMA and BatchNorm
+  statistics are split k ways over 'model' (each array on its largest dimension that
+  k divides); parameters are all-gathered where a network runs and gradients
+  reduce-scattered back. The batch is split over all chips in both layouts, so each
+  chip sees `labeled_per_chip` + `unlabeled_per_chip` images.
+
+Setup (a separate venv: libtpu must not go into the project's CPU venv):
+  python3.11 -m venv .venv-tpu
+  .venv-tpu/bin/pip install 'jax[tpu]==0.10.2' 'flax==0.12.8' 'optax==0.2.8'
+Run (the paper's per-core batch, EfficientNet-L2 teacher and student at 512x512):
+  .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=1
+  .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=16
+  .venv-tpu/bin/python tools/aot_tpu.py --topology=v5p:4x4x2 --model_axis=16 --remat
+The last line printed is `RESULT {json}` for scripts.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+# A compile-only TPU client: JAX itself runs on the CPU, libtpu only compiles.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+# Compiling needs no exclusive hold on a TPU: let several compiles run side by side.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
+from mpl_jax import guards  # pylint: disable=g-import-not-at-top
+from mpl_jax import optim  # pylint: disable=g-import-not-at-top
+from mpl_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+from mpl_jax.models import efficientnet  # pylint: disable=g-import-not-at-top
+from mpl_jax.state import EmaState, TrainState, init_net, make_apply  # pylint: disable=g-import-not-at-top
+
+GIB = 1024**3
+# HBM per chip (device) as JAX sees it: v4 and v5p run as one megacore device per chip.
+HBM_GIB = {"TPU v4": 32, "TPU v5": 95, "TPU v5 lite": 16, "TPU v6 lite": 32}
+MEGACORE = ("v4", "v5p")
+
+
+def get_devices(topology: str) -> list:
+  """Compile-only devices of a topology name such as 'v4:4x4x2' or 'v5p:2x2x1'."""
+  kwargs = {}
+  if topology.split(":")[0] in MEGACORE:
+    kwargs = {"chip_config_name": "megacore", "chips_per_host_bounds": (2, 2, 1),
+              "num_slices": 1}
+  return list(topologies.get_topology_desc(topology, "tpu", **kwargs).devices)
+
+
+def fsdp_spec(shape: tuple[int, ...], model_size: int) -> P:
+  """Splits an array over 'model' on its largest dimension that model_size divides."""
+  if model_size == 1 or not shape:
+    return P()
+  dims = [d for d in sorted(range(len(shape)), key=lambda d: -shape[d])
+          if shape[d] % model_size == 0]
+  if not dims:
+    return P()
+  spec = [None] * len(shape)
+  spec[dims[0]] = "model"
+  return P(*spec)
+
+
+def network_config(learning_rate: float) -> dict:
+  """SGD-Nesterov with warmup, cosine, weight decay and clipping (configs/imagenet_*)."""
+  return {"learning_rate": learning_rate, "momentum": 0.9, "nesterov": True,
+          "weight_decay": 1e-4, "warmup_steps": 5000, "schedule": "cosine",
+          "grad_clip_norm": 5.0}
+
+
+def gather_before_use(apply, gathered: NamedSharding):
+  """FSDP: parameters arrive split over 'model' and are all-gathered where a network runs.
+
+  Without this constraint XLA may instead split activations over channels to follow the
+  parameters' layout. Gradients leave in the split layout (the state's out_shardings), so
+  XLA reduce-scatters them.
+  """
+
+  def gathered_apply(params, model_state, inputs, **kwargs):
+    params = jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: gathered, params))
+    return apply(params, model_state, inputs, **kwargs)
+
+  return gathered_apply
+
+
+def build_step(module, num_classes: int, total_steps: int = 1_000_000,
+               gathered: NamedSharding | None = None):
+  """The flagship step (as `mpl_jax.train` jits it) and the init of its state.
+
+  `gathered`: with parameters split over 'model', the sharding to gather them to (FSDP).
+  """
+  student_tx, student_lr = optim.make_optimizer(
+      {**network_config(0.8), "wait_steps": 20000}, total_steps)
+  teacher_tx, teacher_lr = optim.make_optimizer(network_config(1.2), total_steps)
+  apply = make_apply(module)
+  if gathered is not None:
+    apply = gather_before_use(apply, gathered)
+  deps = step_lib.StepDeps(
+      student=step_lib.Network(apply, student_tx, student_lr),
+      teacher=step_lib.Network(apply, teacher_tx, teacher_lr),
+      num_classes=num_classes, label_smoothing=0.1, ema_decay=0.999,
+      uda=step_lib.UdaSettings(weight=20.0, ramp_steps=50000, temperature=0.5,
+                               threshold=0.6),
+      mpl=step_lib.MplSettings(estimator="reinforce", reward="dot", labels="sample"))
+
+  def step(state, batch, rng):
+    return step_lib.mpl_step(state, batch, rng, deps=deps)
+
+  def init(rng, sample):
+    rng_student, rng_teacher = jax.random.split(rng)
+    student = init_net(module, student_tx, rng_student, sample)
+    teacher = init_net(module, teacher_tx, rng_teacher, sample)
+    return TrainState(step=jnp.zeros((), jnp.int32), student=student,
+                      student_ema=EmaState(student.params, student.model_state),
+                      teacher=teacher, reward_baseline=jnp.zeros((), jnp.float32),
+                      skipped_steps=jnp.zeros((), jnp.int32),
+                      first_nonfinite_step=jnp.full((), -1, jnp.int32))
+
+  return guards.guard_step(step, skip_nonfinite=False), init
+
+
+def _oom_message(error: Exception) -> str:
+  """The compiler's out-of-memory summary, e.g. 'Used 45.1G of 31.25G hbm.'"""
+  text = str(error)
+  match = re.search(r"Used [^\n]*?hbm[^\n]*", text)
+  return match.group(0) if match else text.splitlines()[0][:300]
+
+
+def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution: int,
+                     labeled_per_chip: int, unlabeled_per_chip: int, num_classes: int = 1000,
+                     dtype: str = "bfloat16", remat: bool = False, scan_blocks: bool = True,
+                     width: float | None = None, depth: float | None = None) -> dict:
+  """Lowers and compiles one MPL step for `topology`; returns sizes, memory and FLOPs."""
+  devices = get_devices(topology)
+  n = len(devices)
+  if n % model_axis:
+    raise ValueError(f"--model_axis={model_axis} does not divide the {n} chips of {topology}")
+  mesh = topologies.make_mesh(topologies.TopologyDescription(devices),
+                              (n // model_axis, model_axis), ("data", "model"))
+  overrides = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
+  module = efficientnet.from_variant(
+      variant, num_classes, remat=remat, scan_blocks=scan_blocks, bn_momentum=0.99,
+      dtype={"bfloat16": jnp.bfloat16, "float32": jnp.float32}[dtype], **overrides)
+  replicated = NamedSharding(mesh, P())
+  step, init = build_step(module, num_classes,
+                          gathered=replicated if model_axis > 1 else None)
+
+  image = (resolution, resolution, 3)
+  rng = jax.eval_shape(lambda: jax.random.key(0))
+  abstract_state = jax.eval_shape(init, rng, jax.ShapeDtypeStruct((1,) + image, jnp.float32))
+  state_sharding = jax.tree.map(
+      lambda leaf: NamedSharding(mesh, fsdp_spec(leaf.shape, model_axis)), abstract_state)
+  batch_sharding = NamedSharding(mesh, P(("data", "model")))
+  n_l, n_u = labeled_per_chip * n, unlabeled_per_chip * n
+  batch = {"labeled_x": jax.ShapeDtypeStruct((n_l,) + image, jnp.float32, sharding=batch_sharding),
+           "labeled_y": jax.ShapeDtypeStruct((n_l,), jnp.int32, sharding=batch_sharding),
+           "unlabeled_weak": jax.ShapeDtypeStruct((n_u,) + image, jnp.float32,
+                                                  sharding=batch_sharding),
+           "unlabeled_strong": jax.ShapeDtypeStruct((n_u,) + image, jnp.float32,
+                                                    sharding=batch_sharding)}
+  state_in = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          abstract_state, state_sharding)
+  rng_in = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=replicated)
+
+  params = sum(x.size for x in jax.tree.leaves(abstract_state.student.params))
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
+  result = {"variant": variant, "topology": topology, "chips": n,
+            "device_kind": devices[0].device_kind, "mesh": f"{n // model_axis}x{model_axis}",
+            "resolution": resolution, "labeled_per_chip": labeled_per_chip,
+            "unlabeled_per_chip": unlabeled_per_chip, "global_batch": [n_l, n_u],
+            "dtype": dtype, "remat": remat, "scan_blocks": scan_blocks,
+            "params_per_network": int(params),
+            "train_state_gib_total": state_bytes / GIB,
+            "hbm_gib": HBM_GIB.get(devices[0].device_kind)}
+
+  jitted = jax.jit(step, in_shardings=(state_sharding, batch_sharding, replicated),
+                   out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  start = time.time()
+  lowered = jitted.lower(state_in, batch, rng_in)
+  result["lower_s"] = time.time() - start
+  start = time.time()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # pylint: disable=broad-except
+    result["compile_s"] = time.time() - start
+    if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+      raise
+    result.update(fits=False, compiler_message=_oom_message(e))
+    return result
+  result["compile_s"] = time.time() - start
+
+  memory = compiled.memory_analysis()
+  per_chip = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+              - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+              + memory.generated_code_size_in_bytes)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  result.update(
+      fits=result["hbm_gib"] is None or per_chip <= result["hbm_gib"] * GIB,
+      argument_gib=memory.argument_size_in_bytes / GIB,
+      output_gib=memory.output_size_in_bytes / GIB,
+      alias_gib=memory.alias_size_in_bytes / GIB,
+      temp_gib=memory.temp_size_in_bytes / GIB,
+      peak_gib_per_chip=per_chip / GIB,
+      flops_per_chip=float(cost.get("flops", float("nan"))),
+      bytes_accessed_per_chip=float(cost.get("bytes accessed", float("nan"))))
+  return result
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--variant", default="l2", choices=sorted(efficientnet.VARIANTS))
+  parser.add_argument("--topology", default="v4:4x4x2")
+  parser.add_argument("--model_axis", type=int, default=1,
+                      help="chips per parameter shard group (1 = data parallel only)")
+  parser.add_argument("--resolution", type=int, default=512)
+  parser.add_argument("--labeled_per_chip", type=int, default=1,
+                      help="paper: 2,048 labeled over 2,048 cores")
+  parser.add_argument("--unlabeled_per_chip", type=int, default=8,
+                      help="paper: 16,384 unlabeled over 2,048 cores")
+  parser.add_argument("--num_classes", type=int, default=1000)
+  parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+  parser.add_argument("--remat", action="store_true", help="rematerialize every block")
+  parser.add_argument("--scan_blocks", action=argparse.BooleanOptionalAction, default=True,
+                      help="scan over each stage's repeated blocks (compiles much faster)")
+  parser.add_argument("--width", type=float, default=None, help="override the variant's")
+  parser.add_argument("--depth", type=float, default=None, help="override the variant's")
+  args = parser.parse_args(argv)
+  result = compile_mpl_step(
+      variant=args.variant, topology=args.topology, model_axis=args.model_axis,
+      resolution=args.resolution, labeled_per_chip=args.labeled_per_chip,
+      unlabeled_per_chip=args.unlabeled_per_chip, num_classes=args.num_classes,
+      dtype=args.dtype, remat=args.remat, scan_blocks=args.scan_blocks, width=args.width,
+      depth=args.depth)
+  r = result
+  print(f"{r['variant']} x2 (teacher + student), {r['params_per_network'] / 1e6:.1f}M params "
+        f"each, {r['resolution']}px, {r['labeled_per_chip']}+{r['unlabeled_per_chip']} "
+        f"images/chip, {r['dtype']}{', remat' if r['remat'] else ''}")
+  print(f"{r['topology']} ({r['chips']} x {r['device_kind']}, HBM {r['hbm_gib']} GiB), "
+        f"mesh data x model = {r['mesh']}; lower {r['lower_s']:.0f}s, "
+        f"compile {r['compile_s']:.0f}s")
+  if "peak_gib_per_chip" in r:
+    print(f"per chip: arguments {r['argument_gib']:.2f} GiB, temporaries "
+          f"{r['temp_gib']:.2f} GiB, total {r['peak_gib_per_chip']:.2f} GiB -> "
+          f"{'fits' if r['fits'] else 'does NOT fit'}; "
+          f"{r['flops_per_chip'] / 1e12:.2f} TFLOP per chip per step")
+  else:
+    print(f"does NOT fit: {r['compiler_message']}")
+  print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()
