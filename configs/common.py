@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.print_progress = True       # print a progress line at every log step
   c.label_smoothing = 0.0       # epsilon on every supervised and pseudo-label target
   c.skip_nonfinite = False      # True: skip (and count) updates with NaN/Inf; False: stop
+  c.accum_steps = 1             # gradient accumulation: micro-batches per step; 1 = none
 
   c.teacher = optimizer(0.1)    # MPL's and pseudo labels' teacher
   c.student = optimizer(0.1)    # the evaluated network (the only one for supervised, uda)
@@ -68,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
       "preempt_at_step": -1,     # test hook: act as if SIGTERM came at this step; -1 = never
   })
   c.mesh = ml_collections.ConfigDict({
-      "num_devices": 0,          # data-parallel devices; 0 = all
+      "num_devices": 0,          # devices of the mesh; 0 = all
+      "model_axis": 1,           # devices per parameter shard group (FSDP); 1 = data parallel
   })
   return c
 

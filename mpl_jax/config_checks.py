@@ -147,9 +147,19 @@ def validate(config) -> None:
   _positive("mpl.supervised_weight", mpl.supervised_weight, allow_zero=True)
   if not 0.0 <= mpl.baseline_decay < 1.0:
     raise ConfigError(f"mpl.baseline_decay={mpl.baseline_decay} must be in [0, 1) (0 = off)")
+  if not isinstance(config.accum_steps, int) or config.accum_steps < 1:
+    raise ConfigError(f"accum_steps={config.accum_steps!r} must be an integer >= 1 "
+                      "(1 = no gradient accumulation)")
+  if config.accum_steps > 1 and config.method == "mpl" and mpl.estimator == "meta":
+    raise ConfigError(f"accum_steps={config.accum_steps} does not support mpl.estimator=meta"
+                      " (its meta-gradient runs through the whole batch's student gradient); "
+                      "use --config.mpl.estimator=reinforce or --config.accum_steps=1")
   _one_of("pseudo_labels.targets", config.pseudo_labels.targets, estimators.LABELS)
   if config.method == "pseudo_labels":
     _positive("pseudo_labels.teacher_steps", config.pseudo_labels.teacher_steps)
   _positive("mesh.num_devices", config.mesh.num_devices, allow_zero=True)
+  if not isinstance(config.mesh.model_axis, int) or config.mesh.model_axis < 1:
+    raise ConfigError(f"mesh.model_axis={config.mesh.model_axis!r} must be an integer >= 1 "
+                      "(1 = data parallel only)")
   _positive("finetune.num_steps", config.finetune.num_steps, allow_zero=True)
   _positive("finetune.learning_rate", config.finetune.learning_rate, allow_zero=True)

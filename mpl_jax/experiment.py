@@ -13,6 +13,7 @@ from mpl_jax import data as data_lib
 from mpl_jax import estimators
 from mpl_jax import models
 from mpl_jax import optim
+from mpl_jax import sharding
 from mpl_jax import step as step_lib
 from mpl_jax.state import EmaState, TrainState, init_net, make_apply
 
@@ -54,8 +55,12 @@ class Experiment:
     return self.phases[index]
 
 
-def build(config) -> Experiment:
-  """Builds data, models, optimizers and step functions for `config` (already validated)."""
+def build(config, mesh: jax.sharding.Mesh | None = None) -> Experiment:
+  """Builds data, models, optimizers and step functions for `config` (already validated).
+
+  With a `mesh` that has a model axis, each network's parameters are all-gathered where it
+  runs (FSDP, `sharding.gather_before_use`).
+  """
   dataset = data_lib.build(config.data, config.seed)
   method = config.method
   has_teacher = method in ("mpl", "pseudo_labels")
@@ -63,17 +68,20 @@ def build(config) -> Experiment:
   total = config.num_steps + teacher_steps
 
   module = models.build(config.model, dataset.num_classes)
+  apply = make_apply(module)
+  if mesh is not None:
+    apply = sharding.gather_before_use(apply, mesh)
   student_cfg = dict(config.student)
   # The pseudo-labels student waits while its teacher trains (its schedule follows the
   # global step).
   student_cfg["wait_steps"] = config.student.wait_steps + teacher_steps
   student_tx, student_lr = optim.make_optimizer(student_cfg, total)
-  student = step_lib.Network(make_apply(module), student_tx, student_lr)
+  student = step_lib.Network(apply, student_tx, student_lr)
   teacher = None
   if has_teacher:
     teacher_tx, teacher_lr = optim.make_optimizer(
         dict(config.teacher), teacher_steps or total)
-    teacher = step_lib.Network(make_apply(module), teacher_tx, teacher_lr)
+    teacher = step_lib.Network(apply, teacher_tx, teacher_lr)
 
   mpl = config.mpl
   deps = step_lib.StepDeps(
@@ -88,7 +96,8 @@ def build(config) -> Experiment:
           baseline_decay=mpl.baseline_decay, feedback_weight=mpl.feedback_weight,
           supervised_weight=mpl.supervised_weight,
           log_grad_parts=mpl.log_grad_parts),
-      pseudo_label_kind=config.pseudo_labels.targets)
+      pseudo_label_kind=config.pseudo_labels.targets,
+      accum_steps=config.accum_steps)
 
   bind = lambda fn: functools.partial(fn, deps=deps)
   if method == "supervised":

@@ -6,6 +6,18 @@ are jit-compiled once, in `mpl_jax.train`, with shardings and the state donated.
 A batch is a dict of arrays: `labeled_x`, `labeled_y`, `unlabeled_weak`,
 `unlabeled_strong`, and optionally `unlabeled_y` (true labels of the "unlabeled" data,
 used only for the logged pseudo-label accuracy, never for training).
+
+Gradient accumulation (`StepDeps.accum_steps = k > 1`): a step's batch is cut into k
+micro-batches (micro-batch i holds rows i, i + k, i + 2k, ... of every array, so each device
+keeps its own rows) that run one after the other in a `lax.scan`; only one micro-batch's
+activations are alive at a time. Every loss is a mean over equal-sized micro-batches, so
+the mean of their gradients is the gradient of the whole batch: without BatchNorm or
+dropout, k micro-batches give the update of one k-times-larger batch, up to float
+rounding. With BatchNorm each micro-batch is normalized by its own statistics (as each
+device is in data-parallel training) and the running statistics move once per step,
+toward the mean of the micro-batches' statistics. Dropout and sampled pseudo labels draw
+from one key per micro-batch, so they match the large batch in distribution, not draw
+for draw. The MPL step accumulates in three passes (see `_mpl_step_accumulated`).
 """
 
 import dataclasses
@@ -61,6 +73,62 @@ class StepDeps:
   uda: UdaSettings = UdaSettings()
   mpl: MplSettings = MplSettings()
   pseudo_label_kind: str = "argmax"  # the pseudo-labels baseline's targets
+  accum_steps: int = 1  # micro-batches per step (gradient accumulation); 1 = none
+
+
+def micro_batches(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
+  """[n, ...] arrays -> [k, n / k, ...]: micro-batch i holds rows i, i + k, i + 2k, ...
+
+  Interleaved rather than contiguous rows: with the batch sharded on its rows, every
+  device already holds its share of every micro-batch, so nothing moves between devices.
+  """
+  def split(name, v):
+    if v.shape[0] % k:
+      raise ValueError(f"{name} has {v.shape[0]} rows, not divisible by accum_steps={k}")
+    return jnp.swapaxes(v.reshape((v.shape[0] // k, k) + v.shape[1:]), 0, 1)
+
+  return {name: split(name, v) for name, v in batch.items()}
+
+
+def scan_micro_batches(fn, micro: dict[str, jax.Array], k: int):
+  """Runs fn(i, micro-batch i) -> (averaged, kept) for i = 0..k-1 in sequence (lax.scan).
+
+  Returns (the mean over i of `averaged`, `kept` stacked on a leading axis of k). Sums are
+  kept in at least float32 and cast back to fn's output dtypes at the end.
+  """
+  first, _ = jax.eval_shape(fn, jnp.zeros((), jnp.int32),
+                            jax.tree.map(lambda v: v[0], micro))
+  acc_dtype = lambda d: jnp.promote_types(d, jnp.float32)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, acc_dtype(s.dtype)), first)
+
+  def body(total, xs):
+    i, mb = xs
+    averaged, kept = fn(i, mb)
+    return jax.tree.map(lambda t, o: t + o.astype(t.dtype), total, averaged), kept
+
+  total, kept = jax.lax.scan(body, zeros, (jnp.arange(k, dtype=jnp.int32), micro))
+  return jax.tree.map(lambda t, s: (t / k).astype(s.dtype), total, first), kept
+
+
+def mean_over_micro_batches(fn, micro: dict[str, jax.Array], k: int):
+  """The mean over i of fn(i, micro-batch i), the micro-batches run in sequence."""
+  return scan_micro_batches(lambda i, mb: (fn(i, mb), None), micro, k)[0]
+
+
+def fold_in_tree(rngs, i):
+  """Every key of a pytree of keys folded with micro-batch index i."""
+  return jax.tree.map(lambda r: jax.random.fold_in(r, i), rngs)
+
+
+def accumulated_value_and_grad(loss_fn, params, batch, rngs, k: int):
+  """((loss, aux), grads) of loss_fn(params, batch, rngs) -> (loss, aux), averaged over k
+  micro-batches of `batch` (k = 1: one plain `jax.value_and_grad`). `aux` (metrics, model
+  state) is averaged too; each micro-batch gets `rngs` folded with its index."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if k == 1:
+    return grad_fn(params, batch, rngs)
+  return mean_over_micro_batches(
+      lambda i, mb: grad_fn(params, mb, fold_in_tree(rngs, i)), micro_batches(batch, k), k)
 
 
 def _apply_grads(net: NetState, grads, network: Network, model_state, step) -> NetState:
@@ -97,15 +165,17 @@ def uda_weight(step: jax.Array, uda: UdaSettings) -> jax.Array:
 def _supervised_update(net: NetState, network: Network, x, y, rng, step, deps: StepDeps,
                        prefix: str) -> tuple[NetState, Metrics]:
   """One optimizer step on smoothed CE over a labeled batch."""
-  targets = losses.smooth(losses.one_hot(y, deps.num_classes), deps.label_smoothing)
 
-  def loss_fn(params):
-    logits, model_state = network.apply(params, net.model_state, x, train=True, rng=rng)
-    return losses.mean_cross_entropy(targets, logits), (logits, model_state)
+  def loss_fn(params, b, rng):
+    targets = losses.smooth(losses.one_hot(b["y"], deps.num_classes), deps.label_smoothing)
+    logits, model_state = network.apply(params, net.model_state, b["x"], train=True, rng=rng)
+    return losses.mean_cross_entropy(targets, logits), (losses.accuracy(logits, b["y"]),
+                                                        model_state)
 
-  (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+  (loss, (accuracy, model_state)), grads = accumulated_value_and_grad(
+      loss_fn, net.params, {"x": x, "y": y}, rng, deps.accum_steps)
   new_net = _apply_grads(net, grads, network, model_state, step)
-  metrics = {f"{prefix}/loss_labeled": loss, f"{prefix}/accuracy_labeled": losses.accuracy(logits, y),
+  metrics = {f"{prefix}/loss_labeled": loss, f"{prefix}/accuracy_labeled": accuracy,
              **_net_metrics(prefix, new_net, grads, network.learning_rate(step))}
   return new_net, metrics
 
@@ -167,21 +237,22 @@ def _sup_uda_loss(logits, y_onehot_smoothed, n_labeled, n_unlabeled, weight, uda
 def uda_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainState, Metrics]:
   """UDA baseline: one network, supervised CE + ramped consistency on unlabeled views."""
   rng = jax.random.fold_in(rng, state.step)
-  n_l, n_u = batch["labeled_x"].shape[0], batch["unlabeled_weak"].shape[0]
-  inputs = jnp.concatenate([batch["labeled_x"], batch["unlabeled_weak"],
-                            batch["unlabeled_strong"]])
-  targets = losses.smooth(losses.one_hot(batch["labeled_y"], deps.num_classes),
-                          deps.label_smoothing)
   weight = uda_weight(state.step, deps.uda)
   net = state.student
 
-  def loss_fn(params):
+  def loss_fn(params, b, rng):
+    n_l, n_u = b["labeled_x"].shape[0], b["unlabeled_weak"].shape[0]
+    inputs = jnp.concatenate([b["labeled_x"], b["unlabeled_weak"], b["unlabeled_strong"]])
+    targets = losses.smooth(losses.one_hot(b["labeled_y"], deps.num_classes),
+                            deps.label_smoothing)
     logits, model_state = deps.student.apply(params, net.model_state, inputs, train=True, rng=rng)
     loss, parts = _sup_uda_loss(logits, targets, n_l, n_u, weight, deps.uda)
     return loss, (parts, model_state)
 
-  (loss, ((sup, uda_loss, mask_rate), model_state)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(net.params)
+  train_batch = {k: batch[k] for k in ("labeled_x", "labeled_y", "unlabeled_weak",
+                                       "unlabeled_strong")}
+  (loss, ((sup, uda_loss, mask_rate), model_state)), grads = accumulated_value_and_grad(
+      loss_fn, net.params, train_batch, rng, deps.accum_steps)
   student = _apply_grads(net, grads, deps.student, model_state, state.step)
   metrics = {"student/loss": loss, "student/loss_labeled": sup, "student/loss_uda": uda_loss,
              "uda/mask_rate": mask_rate, "uda/weight": weight,
@@ -197,25 +268,28 @@ def pseudo_label_step(state: TrainState, batch, rng, *, deps: StepDeps
   the strong view.
   """
   rng = jax.random.fold_in(rng, state.step)
-  rng_labels, rng_student = jax.random.split(rng)
+  rngs = jax.random.split(rng)  # (labels, student)
   teacher = state.teacher
-  t_w, _ = deps.teacher.apply(teacher.params, teacher.model_state, batch["unlabeled_weak"],
-                              train=False)
-  targets = estimators.pseudo_label_targets(t_w, deps.pseudo_label_kind, rng_labels)
-  student_targets = losses.smooth(targets, deps.label_smoothing)
   net = state.student
+  with_accuracy = "unlabeled_y" in batch
 
-  def loss_fn(params):
-    logits, model_state = deps.student.apply(params, net.model_state, batch["unlabeled_strong"],
-                                             train=True, rng=rng_student)
-    return losses.mean_cross_entropy(student_targets, logits), model_state
+  def loss_fn(params, b, rngs):
+    t_w, _ = deps.teacher.apply(teacher.params, teacher.model_state, b["unlabeled_weak"],
+                                train=False)
+    targets = estimators.pseudo_label_targets(t_w, deps.pseudo_label_kind, rngs[0])
+    logits, model_state = deps.student.apply(params, net.model_state, b["unlabeled_strong"],
+                                             train=True, rng=rngs[1])
+    loss = losses.mean_cross_entropy(losses.smooth(targets, deps.label_smoothing), logits)
+    extra = {"pseudo_labels/accuracy": losses.accuracy(targets, b["unlabeled_y"])
+             } if with_accuracy else {}
+    return loss, (extra, model_state)
 
-  (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+  names = ("unlabeled_weak", "unlabeled_strong") + (("unlabeled_y",) if with_accuracy else ())
+  (loss, (extra, model_state)), grads = accumulated_value_and_grad(
+      loss_fn, net.params, {k: batch[k] for k in names}, (rngs[0], rngs[1]), deps.accum_steps)
   student = _apply_grads(net, grads, deps.student, model_state, state.step)
-  metrics = {"student/loss_unlabeled": loss,
+  metrics = {"student/loss_unlabeled": loss, **extra,
              **_net_metrics("student", student, grads, deps.student.learning_rate(state.step))}
-  if "unlabeled_y" in batch:
-    metrics["pseudo_labels/accuracy"] = losses.accuracy(targets, batch["unlabeled_y"])
   return _finish(state, deps, student=student), metrics
 
 
@@ -298,6 +372,8 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
   mpl = deps.mpl
   rng = jax.random.fold_in(rng, state.step)
   rng_teacher, rng_labels, rng_student = jax.random.split(rng, 3)
+  if deps.accum_steps > 1:
+    return _mpl_step_accumulated(state, batch, (rng_teacher, rng_labels, rng_student), deps)
   x_l, y_l = batch["labeled_x"], batch["labeled_y"]
   u_w, u_s = batch["unlabeled_weak"], batch["unlabeled_strong"]
   n_l, n_u = x_l.shape[0], u_w.shape[0]
@@ -350,6 +426,135 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
   })
   if "unlabeled_y" in batch:
     metrics["pseudo_labels/accuracy"] = losses.accuracy(targets, batch["unlabeled_y"])
+  return _finish(state, deps, student=new_student, teacher=new_teacher,
+                 baseline=baseline), metrics
+
+
+def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
+                          ) -> tuple[TrainState, Metrics]:
+  """`mpl_step` over k = deps.accum_steps micro-batches, in three passes.
+
+  The reward h is one scalar over the whole batch, and the feedback term needs it, so the
+  teacher's gradient cannot be finished micro-batch by micro-batch in one pass:
+  1. per micro-batch: the teacher forward (train mode) on [x_l, u_w, u_s], pseudo labels
+     from t_s (kept, one row per unlabeled image), and the student's gradient on them;
+     the gradients are averaged into g_u;
+  2. the student's update with g_u, then the reward from the labeled micro-batches at the
+     updated student (and, for `taylor`, at the old one);
+  3. per micro-batch: the teacher forward again with the same key (the same t_s) and one
+     vjp of supervised + UDA + the feedback with the now-known advantage, averaged.
+  The teacher runs forward twice per micro-batch, which costs less than a second backward
+  pass would. Only one micro-batch's activations of one network are alive at a time.
+  The `meta` estimator is not offered here (its gradient runs through the mean g_u).
+  """
+  mpl, k = deps.mpl, deps.accum_steps
+  if mpl.estimator not in ("reinforce", "off"):
+    raise ValueError(f"accum_steps={k} supports mpl.estimator reinforce or off, not "
+                     f"{mpl.estimator!r}")
+  rng_teacher, rng_labels, rng_student = rngs
+  rng_student_u, rng_student_l = jax.random.split(rng_student)
+  student, teacher, step = state.student, state.teacher, state.step
+  w_uda = uda_weight(step, deps.uda)
+  with_accuracy = "unlabeled_y" in batch
+  names = ("labeled_x", "labeled_y", "unlabeled_weak", "unlabeled_strong")
+  micro = micro_batches({n: batch[n] for n in names + (("unlabeled_y",) if with_accuracy
+                                                       else ())}, k)
+
+  def teacher_forward(params, mb, i):
+    inputs = jnp.concatenate([mb["labeled_x"], mb["unlabeled_weak"], mb["unlabeled_strong"]])
+    return deps.teacher.apply(params, teacher.model_state, inputs, train=True,
+                              rng=jax.random.fold_in(rng_teacher, i))
+
+  # 1. Pseudo labels and the student's gradient on them.
+  def pseudo_labels_and_student_grad(i, mb):
+    n_lw = mb["labeled_x"].shape[0] + mb["unlabeled_weak"].shape[0]
+    t_all, _ = teacher_forward(teacher.params, mb, i)
+    targets = estimators.pseudo_label_targets(t_all[n_lw:], mpl.labels,
+                                              jax.random.fold_in(rng_labels, i))
+
+    def unlabeled_loss(params):
+      logits, model_state = deps.student.apply(
+          params, student.model_state, mb["unlabeled_strong"], train=True,
+          rng=jax.random.fold_in(rng_student_u, i))
+      return losses.mean_cross_entropy(losses.smooth(targets, deps.label_smoothing),
+                                       logits), model_state
+
+    (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
+        student.params)
+    extra = {"pseudo_labels/accuracy": losses.accuracy(targets, mb["unlabeled_y"])
+             } if with_accuracy else {}
+    return (u_loss, model_state, g_u, extra), targets
+
+  (u_loss, student_model_state, g_u, extra), targets = scan_micro_batches(
+      pseudo_labels_and_student_grad, micro, k)
+
+  # 2. The student's update and the reward over the whole labeled batch.
+  new_student = _apply_grads(student, g_u, deps.student, student_model_state, step)
+  metrics: Metrics = dict(extra)
+  advantage, baseline = jnp.zeros((), jnp.float32), state.reward_baseline
+  if mpl.estimator == "reinforce":
+    def labeled_loss(params, mb, i):
+      logits, _ = deps.student.apply(params, student.model_state, mb["labeled_x"], train=True,
+                                     rng=jax.random.fold_in(rng_student_l, i))
+      return losses.mean_cross_entropy(losses.one_hot(mb["labeled_y"], deps.num_classes),
+                                       logits)
+
+    def losses_after(i, mb):
+      loss_after, g_after = jax.value_and_grad(labeled_loss)(new_student.params, mb, i)
+      before = labeled_loss(student.params, mb, i) if mpl.reward == "taylor" else loss_after
+      return loss_after, before, g_after
+
+    loss_after, loss_before, g_after = mean_over_micro_batches(
+        losses_after, {n: micro[n] for n in ("labeled_x", "labeled_y")}, k)
+    if mpl.reward == "dot":
+      reward = estimators.dot_reward(deps.student.learning_rate(step), g_after, g_u)
+    else:
+      reward = estimators.taylor_reward(loss_before, loss_after)
+    advantage = reward - baseline if mpl.baseline_decay > 0 else reward
+    if mpl.baseline_decay > 0:
+      baseline = estimators.update_baseline(baseline, reward, mpl.baseline_decay)
+    metrics.update({"mpl/reward": reward, "mpl/advantage": advantage, "mpl/baseline": baseline,
+                    "mpl/labeled_loss_after": loss_after,
+                    "mpl/cos_grad_labeled_unlabeled": _cosine(g_after, g_u)})
+
+  # 3. The teacher's gradient: supervised + UDA + feedback, one vjp per micro-batch.
+  smoothed_labels = lambda y: losses.smooth(losses.one_hot(y, deps.num_classes),
+                                            deps.label_smoothing)
+
+  def teacher_grads(i, mb):
+    n_l, n_u = mb["labeled_x"].shape[0], mb["unlabeled_weak"].shape[0]
+    t_all, teacher_vjp, model_state = jax.vjp(
+        lambda p: teacher_forward(p, mb, i), teacher.params, has_aux=True)
+    (_, (sup, uda_loss, mask_rate)), d_sup_uda = jax.value_and_grad(
+        _sup_uda_loss, has_aux=True)(t_all, smoothed_labels(mb["labeled_y"]), n_l, n_u,
+                                     w_uda, deps.uda, mpl.supervised_weight)
+    d_feedback = jnp.zeros_like(t_all)
+    if mpl.estimator == "reinforce":
+      d_feedback = d_feedback.at[n_l + n_u:].set(mpl.feedback_weight * (
+          estimators.reinforce_cotangent(t_all[n_l + n_u:], mb["targets"], advantage)))
+    if mpl.log_grad_parts:
+      d_sup_only = jnp.zeros_like(t_all).at[:n_l].set(d_sup_uda[:n_l])
+      cotangents = jnp.stack([d_sup_only, d_sup_uda - d_sup_only, d_feedback])
+      grads = jax.vmap(lambda c: teacher_vjp(c)[0])(cotangents)
+    else:
+      (grads,) = teacher_vjp(d_sup_uda + d_feedback)
+    return grads, model_state, sup, uda_loss, mask_rate
+
+  grads, teacher_model_state, sup_loss, uda_loss, mask_rate = mean_over_micro_batches(
+      teacher_grads, {**micro, "targets": targets}, k)
+  if mpl.log_grad_parts:
+    norms = [tree_norm(jax.tree.map(lambda g, i=i: g[i], grads)) for i in range(3)]
+    grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads)
+    metrics.update({"teacher/grad_norm_supervised": norms[0], "teacher/grad_norm_uda": norms[1],
+                    "teacher/grad_norm_feedback": norms[2],
+                    "teacher/feedback_to_supervised": norms[2] / (norms[0] + 1e-30)})
+  new_teacher = _apply_grads(teacher, grads, deps.teacher, teacher_model_state, step)
+  metrics.update({
+      "teacher/loss_labeled": sup_loss, "teacher/loss_uda": uda_loss,
+      "uda/mask_rate": mask_rate, "uda/weight": w_uda, "student/loss_unlabeled": u_loss,
+      **_net_metrics("teacher", new_teacher, grads, deps.teacher.learning_rate(step)),
+      **_net_metrics("student", new_student, g_u, deps.student.learning_rate(step)),
+  })
   return _finish(state, deps, student=new_student, teacher=new_teacher,
                  baseline=baseline), metrics
 

@@ -1,0 +1,168 @@
+"""Gradient accumulation: k micro-batches give the update of one k-times-larger batch."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from configs import digits
+from mpl_jax import config_checks
+from mpl_jax import experiment
+from mpl_jax import step as step_lib
+from mpl_jax import train
+from tests.helpers import flat_params, tiny_config
+
+STEPS = {
+    "supervised": step_lib.supervised_step,
+    "uda": step_lib.uda_step,
+    "pseudo_labels": step_lib.pseudo_label_step,
+    "mpl": step_lib.mpl_step,
+}
+
+
+def _state_arrays(state) -> dict[str, np.ndarray]:
+  nets = {"student": state.student, "student_ema": state.student_ema}
+  if state.teacher is not None:
+    nets["teacher"] = state.teacher
+  out = {f"{name}/params": flat_params(net.params) for name, net in nets.items()}
+  out.update({f"{name}/model_state": flat_params(net.model_state)
+              for name, net in nets.items() if jax.tree.leaves(net.model_state)})
+  out["reward_baseline"] = np.asarray(state.reward_baseline)[None]
+  return out
+
+
+def _one_step(exp, step_fn, batch, accum_steps: int, rng, num_steps: int = 1):
+  deps = dataclasses.replace(exp.deps, accum_steps=accum_steps)
+  state = exp.init_fn(jax.random.key(0))
+  fn = jax.jit(lambda s, b: step_fn(s, b, rng, deps=deps))
+  for _ in range(num_steps):
+    state, metrics = fn(state, batch)
+  return state, {k: float(v) for k, v in metrics.items()}
+
+
+def _compare(exp, step_fn, batch, k: int, num_steps: int = 3, rtol=2e-5, atol=1e-6,
+             fixed_teacher=False):
+  rng = jax.random.key(1)
+  init = _state_arrays(exp.init_fn(jax.random.key(0)))
+  big, big_metrics = _one_step(exp, step_fn, batch, 1, rng, num_steps)
+  micro, micro_metrics = _one_step(exp, step_fn, batch, k, rng, num_steps)
+  big, micro = _state_arrays(big), _state_arrays(micro)
+  for name in big:
+    if name.endswith("params") and not (name.startswith("teacher") and fixed_teacher):
+      assert not np.allclose(big[name], init[name]), f"{name} did not train"
+    np.testing.assert_allclose(micro[name], big[name], rtol=rtol, atol=atol, err_msg=name)
+  assert set(micro_metrics) == set(big_metrics)
+  for name, value in big_metrics.items():
+    np.testing.assert_allclose(micro_metrics[name], value, rtol=1e-4, atol=1e-6,
+                               err_msg=name)
+
+
+def _twomoon(method: str, **mpl):
+  c = tiny_config(method)
+  c.data.labeled_batch_size = 16
+  c.uda.weight = 1.0  # the teacher's (or UDA's) consistency loss takes part
+  c.uda.threshold = 0.55  # and its confidence mask drops some rows
+  c.uda.ramp_steps = 1
+  c.student.wait_steps = 0
+  c.mpl.labels = "argmax"  # deterministic pseudo labels: equal, not only in distribution
+  c.pseudo_labels.teacher_steps = 1  # the pseudo-labels student waits for its teacher
+  for key, value in mpl.items():
+    c.mpl[key] = value
+  exp = experiment.build(c)
+  return exp, exp.dataset.source.batch(0)
+
+
+@pytest.mark.parametrize("method,mpl", [
+    ("supervised", {}),
+    ("uda", {}),
+    ("pseudo_labels", {}),
+    ("mpl", {"reward": "dot"}),
+    ("mpl", {"reward": "taylor", "baseline_decay": 0.9, "log_grad_parts": True}),
+    ("mpl", {"estimator": "off"}),
+])
+def test_micro_batches_equal_the_large_batch(method, mpl):
+  """MLPs (no BatchNorm, no dropout): parameters, EMA, baseline and every logged metric
+  after three steps with 4 micro-batches equal those of the whole batch at once."""
+  exp, batch = _twomoon(method, **mpl)
+  _compare(exp, STEPS[method], batch, k=4, fixed_teacher=method == "pseudo_labels")
+
+
+def test_finetune_micro_batches_equal_the_large_batch():
+  exp, batch = _twomoon("mpl")
+  step_fn = lambda s, b, r, deps: step_lib.finetune_step(s, b, r, deps=deps, first_step=0)
+  _compare(exp, step_fn, batch, k=2, fixed_teacher=True)
+
+
+def test_batchnorm_statistics_follow_the_mean_of_the_micro_batches():
+  """WRN-10-1 with BatchNorm: a batch made of k copies of each row splits into k micro-batches
+  that each equal the original batch, so the accumulated step on it must equal the plain
+  step on the original batch: parameters and running statistics (normalized per
+  micro-batch, moved once toward the mean of the micro-batches' statistics)."""
+  c = digits.get_config("mpl")
+  c.model.dropout_rate = 0.0
+  c.mpl.labels = "argmax"
+  c.student.wait_steps = 0
+  c.data.unlabeled_batch_size = 32
+  exp = experiment.build(c)
+  batch = exp.dataset.source.batch(0)
+  k = 2
+  repeated = {name: np.repeat(v, k, axis=0) for name, v in batch.items()}
+  rng = jax.random.key(1)
+  plain, _ = _one_step(exp, step_lib.mpl_step, batch, 1, rng, num_steps=2)
+  accumulated, _ = _one_step(exp, step_lib.mpl_step, repeated, k, rng, num_steps=2)
+  plain, accumulated = _state_arrays(plain), _state_arrays(accumulated)
+  assert "student/model_state" in plain and "teacher/model_state" in plain
+  for name in plain:
+    np.testing.assert_allclose(accumulated[name], plain[name], rtol=1e-4, atol=1e-5,
+                               err_msg=name)
+
+
+def test_micro_batch_rows_are_interleaved():
+  x = np.arange(12)
+  micro = step_lib.micro_batches({"x": x}, 3)["x"]
+  np.testing.assert_array_equal(np.asarray(micro), [[0, 3, 6, 9], [1, 4, 7, 10],
+                                                    [2, 5, 8, 11]])
+
+
+def test_training_loop_on_eight_devices_matches_the_large_batch(tmp_path):
+  """The same through train_and_evaluate, sharded over 8 devices: 2 micro-batches."""
+  results = {}
+  for k in (1, 2):
+    c = tiny_config("mpl")
+    c.num_steps = 10
+    c.data.labeled_batch_size = 16
+    c.mpl.labels = "argmax"
+    c.accum_steps = k
+    results[k] = train.train_and_evaluate(c, str(tmp_path / f"k{k}")).state
+  for net in ("student", "teacher"):
+    np.testing.assert_allclose(flat_params(getattr(results[2], net).params),
+                               flat_params(getattr(results[1], net).params),
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"accum_steps": 0}, "accum_steps=0 must be an integer >= 1"),
+    ({"accum_steps": 2, "mpl.estimator": "meta"},
+     "accum_steps=2 does not support mpl.estimator=meta"),
+])
+def test_bad_accumulation_settings_fail_before_compute(changes, expected):
+  c = tiny_config("mpl")
+  for field, value in changes.items():
+    if "." in field:
+      section, key = field.split(".")
+      c[section][key] = value
+    else:
+      c[field] = value
+  with pytest.raises(config_checks.ConfigError, match=expected):
+    config_checks.validate(c)
+
+
+def test_batch_that_does_not_split_into_micro_batches(tmp_path):
+  c = tiny_config("mpl")  # labeled batch 8 over 8 devices: 1 row each, not 2 micro-batches
+  c.accum_steps = 2
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"labeled_batch_size=8 does not divide into accum_steps=2 "
+                           r"micro-batches over the 8 devices.*multiple of 16"):
+    train.train_and_evaluate(c, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
