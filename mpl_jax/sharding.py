@@ -1,7 +1,14 @@
-"""Data-parallel mesh: parameters replicated, every batch sharded on the `data` axis.
+"""The mesh: a `data` axis and a `model` axis for FSDP-style parameter sharding.
 
-Under `jax.jit` XLA inserts the gradient all-reduce, and every mean in a loss (including
-the MPL reward h and BatchNorm statistics) is over the global batch, not per device.
+Every batch is split over all devices of the mesh (both axes). With `model_axis=1` (the
+default) parameters and optimizer state are replicated: plain data parallelism. With
+`model_axis=k > 1` the parameters, optimizer state, the student's EMA and BatchNorm
+statistics are split k ways over `model` (each array on its largest dimension that k
+divides; arrays with none stay replicated), so a device holds 1/k of the state; each
+network's parameters are all-gathered where it runs and its gradients reduce-scattered
+back (`gather_before_use`). Under `jax.jit` XLA inserts those collectives and the gradient
+all-reduce, and every mean in a loss (the MPL reward h and BatchNorm statistics included)
+is over the global batch, not per device.
 """
 
 import jax
@@ -11,16 +18,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from mpl_jax.errors import ConfigError
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
+BATCH_AXES = (DATA_AXIS, MODEL_AXIS)  # the batch is split over every device
 
 
-def make_mesh(num_devices: int = 0) -> Mesh:
-  """A 1-D mesh over the first `num_devices` devices (0: all of them)."""
+def make_mesh(num_devices: int = 0, model_axis: int = 1) -> Mesh:
+  """A (data, model) mesh over the first `num_devices` devices (0: all of them)."""
   available = jax.device_count()
   n = num_devices or available
   if n > available:
     raise ConfigError(f"mesh.num_devices={n} but only {available} devices exist; set "
                      f"--config.mesh.num_devices to at most {available} (0 = all)")
-  return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+  if model_axis < 1 or n % model_axis:
+    raise ConfigError(f"mesh.model_axis={model_axis} does not divide the {n} devices of the "
+                     f"mesh; use a divisor of {n} (1 = data parallel only)")
+  auto = jax.sharding.AxisType.Auto
+  return jax.make_mesh((n // model_axis, model_axis), BATCH_AXES, axis_types=(auto, auto),
                        devices=jax.devices()[:n])
 
 
@@ -29,12 +42,60 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def check_batch_divides(name: str, size: int, mesh: Mesh) -> None:
-  """Every batch dimension must divide by the number of devices in the mesh."""
+def model_axis_size(mesh: Mesh) -> int:
+  return mesh.shape.get(MODEL_AXIS, 1)
+
+
+def fsdp_spec(shape: tuple[int, ...], model_size: int) -> P:
+  """Splits an array over `model` on its largest dimension that model_size divides."""
+  if model_size == 1 or not shape:
+    return P()
+  dims = [d for d in sorted(range(len(shape)), key=lambda d: -shape[d])
+          if shape[d] % model_size == 0]
+  if not dims:
+    return P()
+  spec = [None] * len(shape)
+  spec[dims[0]] = MODEL_AXIS
+  return P(*spec)
+
+
+def state_sharding(mesh: Mesh, abstract_state):
+  """The sharding of every leaf of a train state: replicated, or FSDP over `model`."""
+  size = model_axis_size(mesh)
+  return jax.tree.map(lambda leaf: NamedSharding(mesh, fsdp_spec(leaf.shape, size)),
+                      abstract_state)
+
+
+def gather_before_use(apply, mesh: Mesh):
+  """FSDP: parameters arrive split over `model` and are all-gathered where a network runs.
+
+  Without this constraint XLA may instead split activations over channels to follow the
+  parameters' layout. Gradients leave in the split layout (the state's shardings), so XLA
+  reduce-scatters them. With no model axis, `apply` comes back unchanged.
+  """
+  if model_axis_size(mesh) == 1:
+    return apply
+  gathered = replicated(mesh)
+
+  def gathered_apply(params, model_state, inputs, **kwargs):
+    params = jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: gathered, params))
+    return apply(params, model_state, inputs, **kwargs)
+
+  return gathered_apply
+
+
+def check_batch_divides(name: str, size: int, mesh: Mesh, accum_steps: int = 1) -> None:
+  """Every batch dimension must divide by the number of devices in the mesh (times the
+  micro-batches of gradient accumulation, so each micro-batch spreads evenly)."""
   n = mesh.devices.size
+  if accum_steps > 1 and size % (n * accum_steps):
+    m = n * accum_steps
+    raise ConfigError(f"{name}={size} does not divide into accum_steps={accum_steps} "
+                     f"micro-batches over the {n} devices of the mesh; set it to a multiple "
+                     f"of {m} (e.g. {max(m, size // m * m)}) or change --config.accum_steps")
   if size % n:
     raise ConfigError(f"{name}={size} does not divide by the {n} devices of the mesh; set it "
                      f"to a multiple of {n} (e.g. {max(n, size // n * n)}) or set "
@@ -42,7 +103,7 @@ def check_batch_divides(name: str, size: int, mesh: Mesh) -> None:
 
 
 def process_rows(mesh: Mesh, global_rows: int) -> slice:
-  """The rows of a `data`-sharded global batch that this process's devices hold.
+  """The rows of a global batch (split over the mesh) that this process's devices hold.
 
   Not always rows i*B/P to (i+1)*B/P for process i: a mesh orders devices by topology
   (TPU pods), so the slice is read off the sharding.
@@ -58,7 +119,7 @@ def process_rows(mesh: Mesh, global_rows: int) -> slice:
 
 
 def global_rows(rows: np.ndarray, mesh: Mesh, *, local: bool = False) -> jax.Array:
-  """One host array -> a global array sharded on the `data` axis (see `to_global`)."""
+  """One host array -> a global array with its rows split over the mesh (`to_global`)."""
   sharding = batch_sharded(mesh)
   count = jax.process_count()
   if local:
@@ -72,7 +133,7 @@ def global_rows(rows: np.ndarray, mesh: Mesh, *, local: bool = False) -> jax.Arr
 
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh, *, local: bool = False
               ) -> dict[str, jax.Array]:
-  """Host batches -> global arrays sharded on the `data` axis.
+  """Host batches -> global arrays, rows split over every device of the mesh.
 
   With `local=False` every process holds the whole global batch (computed identically
   on every host) and contributes the rows its devices hold (`process_rows`). With

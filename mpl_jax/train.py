@@ -65,7 +65,7 @@ def _check_finite(metrics: dict[str, float], step: int, checkpointer,
 
 def _global_eval_batches(batches, mesh: jax.sharding.Mesh):
   """Padded (x, y, mask) host batches, identical on every process, as global arrays
-  sharded on the `data` axis: each device scores its rows, across processes too."""
+  with rows split over the mesh: each device scores its rows, across processes too."""
   for batch in batches:
     yield tuple(sharding.global_rows(np.asarray(part), mesh) for part in batch)
 
@@ -99,16 +99,16 @@ def _record_phase_end(root: epath.Path, phase: str, step: int, evals: dict[str, 
 def train_and_evaluate(config, workdir: str) -> TrainResult:
   """Trains `config.method` in `workdir`, resuming from its newest checkpoint if any."""
   config_checks.validate(config)
-  mesh = sharding.make_mesh(config.mesh.num_devices)
-  exp = experiment_lib.build(config)
+  mesh = sharding.make_mesh(config.mesh.num_devices, config.mesh.model_axis)
+  exp = experiment_lib.build(config, mesh)
   for name, size in experiment_lib.batch_sizes(exp.dataset).items():
-    sharding.check_batch_divides(name, size, mesh)
+    sharding.check_batch_divides(name, size, mesh, config.accum_steps)
   sharding.check_batch_divides("eval.batch_size", config.eval.batch_size, mesh)
 
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
   abstract = jax.eval_shape(exp.init_fn, rng_init)
   replicated = sharding.replicated(mesh)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  state_sharding = sharding.state_sharding(mesh, abstract)  # replicated, or FSDP
   meta = checkpointing.signature(config.method, abstract)
 
   root = files.path(workdir)  # local or gs://; every process may create it
