@@ -19,7 +19,7 @@ def optimizer(learning_rate: float) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """Every section with defaults; experiment configs override what differs."""
   c = ml_collections.ConfigDict()
-  c.method = "mpl"              # supervised | pseudo_labels | uda | mpl
+  c.method = "mpl"              # supervised | pseudo_labels | uda | mpl | reduced_mpl
   c.seed = 0                    # drives data draws, labeled selection, init, sampling
   c.num_steps = 1000            # steps of the method (pseudo labels: student steps)
   c.log_every_steps = 100       # metrics to TensorBoard and the console
@@ -51,6 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.pseudo_labels = ml_collections.ConfigDict({
       "teacher_steps": 1000,     # supervised steps of the fixed teacher, before the student
       "targets": "argmax",       # argmax | sample | soft labels from the fixed teacher
+  })
+  c.reduced_mpl = ml_collections.ConfigDict({
+      "large_teacher_workdir": "",  # a finished run (same data and seed): the frozen teacher
+      "large_teacher_network": "student",  # student | student_ema | teacher of that run
+      "hidden": (128,),           # the reduced teacher's hidden layers (on the logits)
   })
   c.finetune = ml_collections.ConfigDict({
       "num_steps": 0,            # student steps on labeled data after the method; 0 = none

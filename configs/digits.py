@@ -8,6 +8,10 @@ label smoothing, EMA, finetuning on the labels at the end).
   python main.py --config=configs/digits.py:mpl --workdir=/tmp/digits_mpl
   python main.py --config=configs/digits.py:supervised --workdir=/tmp/digits_sup
   python main.py --config=configs/digits.py:mpl,runlocal --workdir=/tmp/digits_quick
+Reduced MPL (a small teacher on a finished run's logits; the same seed and data):
+  python main.py --config=configs/digits.py:uda --workdir=/tmp/digits_uda
+  python main.py --config=configs/digits.py:reduced_mpl --workdir=/tmp/digits_reduced \
+      --config.reduced_mpl.large_teacher_workdir=/tmp/digits_uda
 Expected: RESULTS.md (Digits) and `experiments/digits_study.py`; a 2-core CPU runs MPL
 at about 5 steps/s (1,500 + 200 steps: about 6 minutes).
 """
@@ -16,7 +20,7 @@ import ml_collections
 
 from configs import common
 
-METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
+METHODS = ("supervised", "pseudo_labels", "uda", "mpl", "reduced_mpl")
 
 
 def get_config(arg: str | None = None):
@@ -62,7 +66,7 @@ def get_config(arg: str | None = None):
   c.uda.threshold = 0.6
   c.pseudo_labels.teacher_steps = 1500
   c.pseudo_labels.targets = "argmax"
-  c.finetune.num_steps = 200 if method in ("mpl", "pseudo_labels") else 0
+  c.finetune.num_steps = 200 if method in ("mpl", "pseudo_labels", "reduced_mpl") else 0
   c.finetune.learning_rate = 1e-3
   c.eval.every_steps = 500
   c.eval.batch_size = 200

@@ -7,6 +7,7 @@ split, evaluated once at the end; mean +- std (sample std) over seeds.
 
   .venv/bin/python experiments/digits_study.py --seeds 0-4 --root /tmp/digits_study
   .venv/bin/python experiments/digits_study.py --seeds 0-4 --methods mpl,mpl_off --show_seeds
+  .venv/bin/python experiments/digits_study.py --seeds 0-4 --methods uda,reduced_mpl
 """
 
 import argparse
@@ -29,7 +30,11 @@ VARIANTS = {
     "pseudo_labels": ("pseudo_labels", {}),
     "mpl": ("mpl", {}),
     "mpl_off": ("mpl", {"mpl.estimator": "off"}),
+    # Reduced MPL on top of the same seed's finished UDA run (its student, frozen).
+    "reduced_mpl": ("reduced_mpl", {}),
+    "reduced_mpl_off": ("reduced_mpl", {"mpl.estimator": "off"}),
 }
+LARGE_TEACHER = "uda"  # the variant whose workdir reduced MPL reads its large teacher from
 DEFAULT_METHODS = ("supervised", "uda", "mpl", "mpl_off")
 
 
@@ -44,10 +49,12 @@ def parse_seeds(text: str) -> list[int]:
   return seeds
 
 
-def make_config(variant: str, seed: int):
+def make_config(variant: str, seed: int, root: str = "/tmp/digits_study"):
   method, overrides = VARIANTS[variant]
   config = digits.get_config(method)
   config.seed = seed
+  if method == "reduced_mpl":
+    config.reduced_mpl.large_teacher_workdir = os.path.join(root, LARGE_TEACHER, f"seed{seed}")
   config.print_progress = False
   for field, value in overrides.items():
     section, key = field.split(".")
@@ -62,7 +69,9 @@ def run_one(variant: str, seed: int, root: str) -> dict:
   if not os.path.exists(path):
     from mpl_jax import train  # pylint: disable=g-import-not-at-top
     start = time.time()
-    train.train_and_evaluate(make_config(variant, seed), workdir)
+    if VARIANTS[variant][0] == "reduced_mpl":  # its large teacher first
+      run_one(LARGE_TEACHER, seed, root)
+    train.train_and_evaluate(make_config(variant, seed, root), workdir)
     print(f"  {variant} seed {seed}: {time.time() - start:.0f} s", flush=True)
   with open(path) as f:
     return json.load(f)

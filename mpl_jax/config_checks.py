@@ -10,7 +10,7 @@ from mpl_jax import models
 from mpl_jax import optim
 from mpl_jax.data import twomoon
 
-METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
+METHODS = ("supervised", "pseudo_labels", "uda", "mpl", "reduced_mpl")
 
 
 ConfigError = errors.ConfigError
@@ -74,6 +74,26 @@ def _check_image_data(data) -> None:
     if data[field] % processes:
       raise errors.ConfigError(f"data.{field}={data[field]} does not divide by the "
                                f"{processes} processes; use a multiple of {processes}")
+
+
+def _check_reduced(config) -> None:
+  """Reduced MPL's section; the large teacher's workdir is read at start-up (reduced.py)."""
+  from mpl_jax import reduced  # pylint: disable=g-import-not-at-top
+  cfg = config.reduced_mpl
+  if not cfg.large_teacher_workdir:
+    raise ConfigError("method=reduced_mpl needs --config.reduced_mpl.large_teacher_workdir: "
+                      "the workdir of a finished run whose network becomes the frozen teacher")
+  _one_of("reduced_mpl.large_teacher_network", cfg.large_teacher_network, reduced.NETWORKS)
+  if not all(isinstance(w, int) and w > 0 for w in cfg.hidden):
+    raise ConfigError(f"reduced_mpl.hidden={tuple(cfg.hidden)} must be positive layer widths "
+                      "(e.g. (128,))")
+  if config.uda.weight:
+    raise ConfigError(f"uda.weight={config.uda.weight}: the reduced teacher sees one "
+                      "precomputed view of each image, so it has no consistency loss; set "
+                      "--config.uda.weight=0")
+  if config.data.name not in ("twomoon", "digits"):
+    raise ConfigError(f"method=reduced_mpl needs a data set held in memory (twomoon, digits);"
+                      f" data.name={config.data.name} is streamed")
 
 
 def validate(config) -> None:
@@ -150,10 +170,13 @@ def validate(config) -> None:
   if not isinstance(config.accum_steps, int) or config.accum_steps < 1:
     raise ConfigError(f"accum_steps={config.accum_steps!r} must be an integer >= 1 "
                       "(1 = no gradient accumulation)")
-  if config.accum_steps > 1 and config.method == "mpl" and mpl.estimator == "meta":
+  if config.accum_steps > 1 and config.method in ("mpl", "reduced_mpl") and (
+      mpl.estimator == "meta"):
     raise ConfigError(f"accum_steps={config.accum_steps} does not support mpl.estimator=meta"
                       " (its meta-gradient runs through the whole batch's student gradient); "
                       "use --config.mpl.estimator=reinforce or --config.accum_steps=1")
+  if config.method == "reduced_mpl":
+    _check_reduced(config)
   _one_of("pseudo_labels.targets", config.pseudo_labels.targets, estimators.LABELS)
   if config.method == "pseudo_labels":
     _positive("pseudo_labels.teacher_steps", config.pseudo_labels.teacher_steps)

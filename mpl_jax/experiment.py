@@ -10,11 +10,14 @@ import jax
 import jax.numpy as jnp
 
 from mpl_jax import data as data_lib
+from mpl_jax import errors
 from mpl_jax import estimators
 from mpl_jax import models
 from mpl_jax import optim
+from mpl_jax import reduced
 from mpl_jax import sharding
 from mpl_jax import step as step_lib
+from mpl_jax.models import reduced as reduced_models
 from mpl_jax.state import EmaState, TrainState, init_net, make_apply
 
 
@@ -34,6 +37,7 @@ class Experiment:
   phases: tuple[Phase, ...]
   init_fn: Callable[[jax.Array], TrainState]
   has_teacher: bool
+  eval_teacher: bool = True  # False when the teacher reads no images (reduced MPL)
 
   @property
   def total_steps(self) -> int:
@@ -63,7 +67,9 @@ def build(config, mesh: jax.sharding.Mesh | None = None) -> Experiment:
   """
   dataset = data_lib.build(config.data, config.seed)
   method = config.method
-  has_teacher = method in ("mpl", "pseudo_labels")
+  has_teacher = method in ("mpl", "pseudo_labels", "reduced_mpl")
+  if method == "reduced_mpl":
+    dataset = _with_large_teacher_logits(config, dataset)
   teacher_steps = config.pseudo_labels.teacher_steps if method == "pseudo_labels" else 0
   total = config.num_steps + teacher_steps
 
@@ -81,7 +87,15 @@ def build(config, mesh: jax.sharding.Mesh | None = None) -> Experiment:
   if has_teacher:
     teacher_tx, teacher_lr = optim.make_optimizer(
         dict(config.teacher), teacher_steps or total)
-    teacher = step_lib.Network(apply, teacher_tx, teacher_lr)
+    teacher_module, teacher_apply, teacher_sample = module, apply, None
+    if method == "reduced_mpl":  # a small network on the large teacher's logits
+      teacher_module = reduced_models.ReducedTeacher(
+          num_classes=dataset.num_classes, hidden=tuple(config.reduced_mpl.hidden))
+      teacher_apply = make_apply(teacher_module)
+      if mesh is not None:
+        teacher_apply = sharding.gather_before_use(teacher_apply, mesh)
+      teacher_sample = jnp.zeros((1, dataset.num_classes), jnp.float32)
+    teacher = step_lib.Network(teacher_apply, teacher_tx, teacher_lr)
 
   mpl = config.mpl
   deps = step_lib.StepDeps(
@@ -107,8 +121,8 @@ def build(config, mesh: jax.sharding.Mesh | None = None) -> Experiment:
   elif method == "pseudo_labels":
     phases = (Phase("teacher", teacher_steps, bind(step_lib.teacher_pretrain_step)),
               Phase("pseudo_labels", config.num_steps, bind(step_lib.pseudo_label_step)))
-  else:
-    phases = (Phase("mpl", config.num_steps, bind(step_lib.mpl_step)),)
+  else:  # mpl, reduced_mpl
+    phases = (Phase(method, config.num_steps, bind(step_lib.mpl_step)),)
   if config.finetune.num_steps:
     # The student's optimizer (same momentum, decay and clipping) at a constant rate.
     finetune_lr = float(config.finetune.learning_rate)
@@ -123,7 +137,9 @@ def build(config, mesh: jax.sharding.Mesh | None = None) -> Experiment:
   def init_fn(rng: jax.Array) -> TrainState:
     rng_student, rng_teacher = jax.random.split(rng)
     student_net = init_net(module, student_tx, rng_student, sample)
-    teacher_net = init_net(module, teacher.tx, rng_teacher, sample) if has_teacher else None
+    teacher_net = init_net(teacher_module, teacher.tx, rng_teacher,
+                           sample if teacher_sample is None else teacher_sample
+                           ) if has_teacher else None
     ema = EmaState(params=jax.tree.map(jnp.copy, student_net.params),
                    model_state=jax.tree.map(jnp.copy, student_net.model_state))
     return TrainState(step=jnp.zeros((), jnp.int32), student=student_net, student_ema=ema,
@@ -132,7 +148,21 @@ def build(config, mesh: jax.sharding.Mesh | None = None) -> Experiment:
                       first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
   return Experiment(dataset=dataset, deps=deps, phases=phases, init_fn=init_fn,
-                    has_teacher=has_teacher)
+                    has_teacher=has_teacher, eval_teacher=method != "reduced_mpl")
+
+
+def _with_large_teacher_logits(config, dataset: data_lib.Dataset) -> data_lib.Dataset:
+  """Reduced MPL: the frozen large teacher's logits of every labeled and unlabeled example,
+  computed once, batched with their rows as `teacher_labeled_x` / `teacher_unlabeled_x`."""
+  source = dataset.source
+  if not isinstance(source, data_lib.InMemorySource):
+    raise errors.ConfigError(f"method=reduced_mpl needs a data set held in memory (twomoon, "
+                             f"digits); data.name={config.data.name} is streamed")
+  logits = reduced.precompute_logits(config, {"labeled": source.labeled_x,
+                                              "unlabeled": source.unlabeled_x})
+  return dataclasses.replace(dataset, source=dataclasses.replace(
+      source, labeled_extra={"teacher_labeled_x": logits["labeled"]},
+      unlabeled_extra={"teacher_unlabeled_x": logits["unlabeled"]}))
 
 
 def batch_sizes(dataset: data_lib.Dataset) -> dict[str, int]:

@@ -5,7 +5,10 @@ are jit-compiled once, in `mpl_jax.train`, with shardings and the state donated.
 
 A batch is a dict of arrays: `labeled_x`, `labeled_y`, `unlabeled_weak`,
 `unlabeled_strong`, and optionally `unlabeled_y` (true labels of the "unlabeled" data,
-used only for the logged pseudo-label accuracy, never for training).
+used only for the logged pseudo-label accuracy, never for training). Reduced MPL adds
+`teacher_labeled_x` and `teacher_unlabeled_x`, what its teacher reads in place of the
+images (a frozen large teacher's logits of the same rows; one view of each unlabeled
+image, so both of the teacher's unlabeled views are that one).
 
 Gradient accumulation (`StepDeps.accum_steps = k > 1`): a step's batch is cut into k
 micro-batches (micro-batch i holds rows i, i + k, i + 2k, ... of every array, so each device
@@ -216,6 +219,15 @@ def teacher_pretrain_step(state: TrainState, batch, rng, *, deps: StepDeps
   return state.replace(step=state.step + 1, teacher=teacher), metrics
 
 
+def teacher_inputs(batch) -> jax.Array:
+  """What the teacher runs on: [x_l, u_w, u_s], or reduced MPL's inputs in their place."""
+  if "teacher_unlabeled_x" in batch:
+    return jnp.concatenate([batch["teacher_labeled_x"], batch["teacher_unlabeled_x"],
+                            batch["teacher_unlabeled_x"]])
+  return jnp.concatenate([batch["labeled_x"], batch["unlabeled_weak"],
+                          batch["unlabeled_strong"]])
+
+
 def _split3(logits, n_labeled, n_unlabeled):
   return (logits[:n_labeled], logits[n_labeled:n_labeled + n_unlabeled],
           logits[n_labeled + n_unlabeled:])
@@ -374,15 +386,13 @@ def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
   rng_teacher, rng_labels, rng_student = jax.random.split(rng, 3)
   if deps.accum_steps > 1:
     return _mpl_step_accumulated(state, batch, (rng_teacher, rng_labels, rng_student), deps)
-  x_l, y_l = batch["labeled_x"], batch["labeled_y"]
-  u_w, u_s = batch["unlabeled_weak"], batch["unlabeled_strong"]
-  n_l, n_u = x_l.shape[0], u_w.shape[0]
-  y_onehot = losses.one_hot(y_l, deps.num_classes)
+  n_l, n_u = batch["labeled_x"].shape[0], batch["unlabeled_weak"].shape[0]
+  y_onehot = losses.one_hot(batch["labeled_y"], deps.num_classes)
 
   # 1. Teacher forward (train mode) on all three views, kept for one vjp at the end.
   def teacher_forward(params):
-    return deps.teacher.apply(params, state.teacher.model_state,
-                              jnp.concatenate([x_l, u_w, u_s]), train=True, rng=rng_teacher)
+    return deps.teacher.apply(params, state.teacher.model_state, teacher_inputs(batch),
+                              train=True, rng=rng_teacher)
 
   t_all, teacher_vjp, teacher_model_state = jax.vjp(
       teacher_forward, state.teacher.params, has_aux=True)
@@ -456,13 +466,12 @@ def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
   student, teacher, step = state.student, state.teacher, state.step
   w_uda = uda_weight(step, deps.uda)
   with_accuracy = "unlabeled_y" in batch
-  names = ("labeled_x", "labeled_y", "unlabeled_weak", "unlabeled_strong")
-  micro = micro_batches({n: batch[n] for n in names + (("unlabeled_y",) if with_accuracy
-                                                       else ())}, k)
+  names = ("labeled_x", "labeled_y", "unlabeled_weak", "unlabeled_strong", "unlabeled_y",
+           "teacher_labeled_x", "teacher_unlabeled_x")
+  micro = micro_batches({n: batch[n] for n in names if n in batch}, k)
 
   def teacher_forward(params, mb, i):
-    inputs = jnp.concatenate([mb["labeled_x"], mb["unlabeled_weak"], mb["unlabeled_strong"]])
-    return deps.teacher.apply(params, teacher.model_state, inputs, train=True,
+    return deps.teacher.apply(params, teacher.model_state, teacher_inputs(mb), train=True,
                               rng=jax.random.fold_in(rng_teacher, i))
 
   # 1. Pseudo labels and the student's gradient on them.

@@ -76,7 +76,7 @@ def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int,
   `{split}/{net}_accuracy` (top-1) and, with more than 5 classes, `..._top5_accuracy`."""
   ds = exp.dataset
   nets = {"student": state.student, "student_ema": state.student_ema}
-  if exp.has_teacher:
+  if exp.has_teacher and exp.eval_teacher:
     nets["teacher"] = state.teacher
   out = {}
   for name, net in nets.items():

@@ -9,11 +9,12 @@ reported instead.
 
 Two layouts on a ('data', 'model') mesh:
 - model_axis=1: data parallel only; every chip holds all parameters and optimizer state.
-- model_axis=k: FSDP-style; parameters, optimizer state, the student's EMA and BatchNorm
-  statistics are split k ways over 'model' (each array on its largest dimension that
-  k divides); parameters are all-gathered where a network runs and gradients
-  reduce-scattered back. The batch is split over all chips in both layouts, so each
-  chip sees `labeled_per_chip` + `unlabeled_per_chip` images.
+- model_axis=k: FSDP-style, as `--config.mesh.model_axis=k` trains (mpl_jax/sharding.py);
+  parameters, optimizer state, the student's EMA and BatchNorm statistics are split k
+  ways over 'model' (each array on its largest dimension that k divides); parameters are
+  all-gathered where a network runs and gradients reduce-scattered back.
+The batch is split over all chips in both layouts, so each chip sees `labeled_per_chip` +
+`unlabeled_per_chip` images.
 
 Setup (a separate venv: libtpu must not go into the project's CPU venv):
   python3.11 -m venv .venv-tpu
@@ -46,6 +47,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-
 
 from mpl_jax import guards  # pylint: disable=g-import-not-at-top
 from mpl_jax import optim  # pylint: disable=g-import-not-at-top
+from mpl_jax import sharding  # pylint: disable=g-import-not-at-top
 from mpl_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 from mpl_jax.models import efficientnet  # pylint: disable=g-import-not-at-top
 from mpl_jax.state import EmaState, TrainState, init_net, make_apply  # pylint: disable=g-import-not-at-top
@@ -65,19 +67,6 @@ def get_devices(topology: str) -> list:
   return list(topologies.get_topology_desc(topology, "tpu", **kwargs).devices)
 
 
-def fsdp_spec(shape: tuple[int, ...], model_size: int) -> P:
-  """Splits an array over 'model' on its largest dimension that model_size divides."""
-  if model_size == 1 or not shape:
-    return P()
-  dims = [d for d in sorted(range(len(shape)), key=lambda d: -shape[d])
-          if shape[d] % model_size == 0]
-  if not dims:
-    return P()
-  spec = [None] * len(shape)
-  spec[dims[0]] = "model"
-  return P(*spec)
-
-
 def network_config(learning_rate: float) -> dict:
   """SGD-Nesterov with warmup, cosine, weight decay and clipping (configs/imagenet_*)."""
   return {"learning_rate": learning_rate, "momentum": 0.9, "nesterov": True,
@@ -85,33 +74,16 @@ def network_config(learning_rate: float) -> dict:
           "grad_clip_norm": 5.0}
 
 
-def gather_before_use(apply, gathered: NamedSharding):
-  """FSDP: parameters arrive split over 'model' and are all-gathered where a network runs.
-
-  Without this constraint XLA may instead split activations over channels to follow the
-  parameters' layout. Gradients leave in the split layout (the state's out_shardings), so
-  XLA reduce-scatters them.
-  """
-
-  def gathered_apply(params, model_state, inputs, **kwargs):
-    params = jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: gathered, params))
-    return apply(params, model_state, inputs, **kwargs)
-
-  return gathered_apply
-
-
-def build_step(module, num_classes: int, total_steps: int = 1_000_000,
-               gathered: NamedSharding | None = None):
+def build_step(module, num_classes: int, mesh, total_steps: int = 1_000_000):
   """The flagship step (as `mpl_jax.train` jits it) and the init of its state.
 
-  `gathered`: with parameters split over 'model', the sharding to gather them to (FSDP).
+  With a 'model' axis in `mesh`, parameters are gathered where a network runs (FSDP), as
+  in training (`sharding.gather_before_use`).
   """
   student_tx, student_lr = optim.make_optimizer(
       {**network_config(0.8), "wait_steps": 20000}, total_steps)
   teacher_tx, teacher_lr = optim.make_optimizer(network_config(1.2), total_steps)
-  apply = make_apply(module)
-  if gathered is not None:
-    apply = gather_before_use(apply, gathered)
+  apply = sharding.gather_before_use(make_apply(module), mesh)
   deps = step_lib.StepDeps(
       student=step_lib.Network(apply, student_tx, student_lr),
       teacher=step_lib.Network(apply, teacher_tx, teacher_lr),
@@ -159,14 +131,14 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
       variant, num_classes, remat=remat, scan_blocks=scan_blocks, bn_momentum=0.99,
       dtype={"bfloat16": jnp.bfloat16, "float32": jnp.float32}[dtype], **overrides)
   replicated = NamedSharding(mesh, P())
-  step, init = build_step(module, num_classes,
-                          gathered=replicated if model_axis > 1 else None)
+  step, init = build_step(module, num_classes, mesh)
 
   image = (resolution, resolution, 3)
   rng = jax.eval_shape(lambda: jax.random.key(0))
   abstract_state = jax.eval_shape(init, rng, jax.ShapeDtypeStruct((1,) + image, jnp.float32))
   state_sharding = jax.tree.map(
-      lambda leaf: NamedSharding(mesh, fsdp_spec(leaf.shape, model_axis)), abstract_state)
+      lambda leaf: NamedSharding(mesh, sharding.fsdp_spec(leaf.shape, model_axis)),
+      abstract_state)
   batch_sharding = NamedSharding(mesh, P(("data", "model")))
   n_l, n_u = labeled_per_chip * n, unlabeled_per_chip * n
   batch = {"labeled_x": jax.ShapeDtypeStruct((n_l,) + image, jnp.float32, sharding=batch_sharding),

@@ -35,6 +35,8 @@ class InMemorySource:
   otherwise examples are drawn with a generator seeded by (seed, step), without
   replacement when the batch is smaller than the set. `augment` makes the weak view
   (also applied to labeled examples when `augment_labeled`) and the strong view from it.
+  `labeled_extra` / `unlabeled_extra`: more per-example arrays (e.g. reduced MPL's
+  precomputed teacher logits), each batched under its key with the same rows.
   """
 
   labeled_x: np.ndarray
@@ -46,6 +48,8 @@ class InMemorySource:
   augment: Any
   seed: int
   augment_labeled: bool = False
+  labeled_extra: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  unlabeled_extra: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def _indices(self, rng: np.random.Generator, size: int, batch: int) -> np.ndarray:
     if batch == size:
@@ -66,6 +70,8 @@ class InMemorySource:
            "unlabeled_weak": weak, "unlabeled_strong": strong}
     if self.unlabeled_y is not None:
       out["unlabeled_y"] = self.unlabeled_y[ui]
+    out.update({k: v[li] for k, v in self.labeled_extra.items()})
+    out.update({k: v[ui] for k, v in self.unlabeled_extra.items()})
     return out
 
 

@@ -1,0 +1,115 @@
+"""Memory of reduced MPL against full MPL: the compiled step's memory analysis.
+
+Full MPL holds two image networks (teacher and student, each with optimizer state; the
+student also with its EMA) and runs both on images. Reduced MPL (`method=reduced_mpl`)
+holds one: its teacher is a small MLP on a frozen large teacher's logits, computed once
+before training. Both steps are compiled here for the same student, batch and
+optimizers, nothing is run, and one JSON line per variant gives the parameters, the train
+state's bytes and the compiled step's peak bytes (arguments + outputs - donated +
+temporaries, `step_bench.peak_memory`). The large teacher's one inference pass over the
+data happens before training, without the student, and is not part of the step.
+
+  .venv/bin/python -m benchmarks.reduced_memory --depth=28 --width=2 --labeled_batch=128 --mu=7
+  .venv/bin/python -m benchmarks.reduced_memory --model=resnet50 --labeled_batch=32 --mu=7
+Imports no TensorFlow.
+"""
+
+import argparse
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import jax_case
+from benchmarks import step_bench
+from mpl_jax import step as step_lib
+from mpl_jax.models import reduced as reduced_models
+from mpl_jax.state import EmaState, TrainState, init_net, make_apply
+
+
+def _bytes(tree) -> int:
+  return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+
+
+def _count(tree) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def measure(*, model: str = "wide_resnet", depth: int = 28, width: int = 2,
+            labeled_batch: int = 128, mu: int = 7, image_size: int | None = None,
+            hidden: tuple[int, ...] = (128,)) -> list[dict]:
+  """One row per variant ('mpl', 'reduced_mpl'): sizes and compiled peak memory."""
+  case = jax_case.Case(model=model, depth=depth, width=width, labeled_batch=labeled_batch,
+                       mu=mu, image_size=image_size)
+  full = jax_case.build_deps(case)
+  k = full.num_classes
+  reduced_teacher = reduced_models.ReducedTeacher(num_classes=k, hidden=hidden)
+  small = dataclasses.replace(
+      full, uda=step_lib.UdaSettings(),  # one precomputed view: no consistency loss
+      teacher=step_lib.Network(make_apply(reduced_teacher), full.teacher.tx,
+                               full.teacher.learning_rate))
+  module = jax_case.build_module(case)
+  image = jax.ShapeDtypeStruct((1, case.size, case.size, 3), jnp.float32)
+  logits = jax.ShapeDtypeStruct((1, k), jnp.float32)
+  b, u = case.labeled_batch, case.unlabeled_batch
+  images = lambda n: jax.ShapeDtypeStruct((n, case.size, case.size, 3), jnp.float32)
+  batch = {"labeled_x": images(b), "labeled_y": jax.ShapeDtypeStruct((b,), jnp.int32),
+           "unlabeled_weak": images(u), "unlabeled_strong": images(u)}
+
+  rows = []
+  for variant, deps, teacher_module, teacher_sample in (
+      ("mpl", full, module, image), ("reduced_mpl", small, reduced_teacher, logits)):
+
+    def init(key, deps=deps, teacher_module=teacher_module, teacher_sample=teacher_sample):
+      ks, kt = jax.random.split(key)
+      student = init_net(module, deps.student.tx, ks, jnp.zeros(image.shape, image.dtype))
+      teacher = init_net(teacher_module, deps.teacher.tx, kt,
+                         jnp.zeros(teacher_sample.shape, teacher_sample.dtype))
+      return TrainState(step=jnp.zeros((), jnp.int32), student=student,
+                        student_ema=EmaState(student.params, student.model_state),
+                        teacher=teacher, reward_baseline=jnp.zeros((), jnp.float32),
+                        skipped_steps=jnp.zeros((), jnp.int32),
+                        first_nonfinite_step=jnp.full((), -1, jnp.int32))
+
+    state = jax.eval_shape(init, jax.random.key(0))
+    step_batch = dict(batch)
+    if variant == "reduced_mpl":
+      step_batch["teacher_labeled_x"] = jax.ShapeDtypeStruct((b, k), jnp.float32)
+      step_batch["teacher_unlabeled_x"] = jax.ShapeDtypeStruct((u, k), jnp.float32)
+    rng = jax.eval_shape(lambda: jax.random.key(0))
+    compiled = jax_case.jit_step(deps).lower(state, step_batch, rng).compile()
+    m = compiled.memory_analysis()
+    rows.append({
+        "variant": variant, **case.describe(), "reduced_hidden": list(hidden),
+        "teacher_params": _count(state.teacher.params),
+        "student_params": _count(state.student.params),
+        "state_bytes": _bytes(state), "batch_bytes": _bytes(step_batch),
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "temp_bytes": int(m.temp_size_in_bytes),
+        "peak_bytes": step_bench.peak_memory(compiled),
+        "backend": jax.default_backend()})
+  full_row, small_row = rows
+  for key in ("state_bytes", "temp_bytes", "peak_bytes"):
+    small_row[f"{key}_vs_mpl"] = small_row[key] / full_row[key]
+  return rows
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="wide_resnet", choices=jax_case.MODELS)
+  parser.add_argument("--depth", type=int, default=28)
+  parser.add_argument("--width", type=int, default=2)
+  parser.add_argument("--labeled_batch", type=int, default=128)
+  parser.add_argument("--mu", type=int, default=7)
+  parser.add_argument("--image_size", type=int, default=None)
+  parser.add_argument("--hidden", type=int, nargs="+", default=[128])
+  args = parser.parse_args(argv)
+  for row in measure(model=args.model, depth=args.depth, width=args.width,
+                     labeled_batch=args.labeled_batch, mu=args.mu,
+                     image_size=args.image_size, hidden=tuple(args.hidden)):
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,109 @@
+"""Reduced MPL (paper Appendix E): one large network in memory, not two.
+
+A large teacher is trained first, by any method, in its own workdir, and frozen. At the
+start of a `reduced_mpl` run its logits on every labeled and unlabeled example are
+computed once (eval mode, un-augmented inputs) and the large network is dropped. MPL then
+trains a small reduced teacher (`models.reduced.ReducedTeacher`, which starts as the
+identity on those logits) together with the student: the reduced teacher reads the large
+teacher's logits of each image instead of the image, and the student learns from its
+pseudo labels on the image's strong view, as in MPL.
+
+Only in-memory data sets are supported (the logits are held next to the arrays).
+"""
+
+import json
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mpl_jax import checkpointing
+from mpl_jax import files
+from mpl_jax.errors import ConfigError
+
+NETWORKS = ("student", "student_ema", "teacher")
+
+
+def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
+  if isinstance(a, dict) and isinstance(b, dict):
+    for key in sorted(set(a) | set(b)):
+      found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
+      if found:
+        return found
+    return None
+  return None if a == b else f"{prefix}={a!r} there, {b!r} here"
+
+
+def large_teacher_config(config) -> ml_collections.ConfigDict:
+  """The config the large teacher's workdir was trained with, checked against `config`.
+
+  The large teacher must have been trained on the same data and splits (same data section
+  and seed): otherwise its logits could carry labels this run must not see.
+  """
+  cfg = config.reduced_mpl
+  workdir = cfg.large_teacher_workdir
+  if not workdir:
+    raise ConfigError("method=reduced_mpl needs --config.reduced_mpl.large_teacher_workdir: "
+                      "the workdir of a finished run whose network becomes the frozen teacher")
+  root = files.path(workdir)
+  if not (root / "config.json").exists() or not (root / "results.json").exists():
+    raise ConfigError(f"reduced_mpl.large_teacher_workdir={workdir} holds no finished run "
+                      "(config.json and results.json); train the large teacher there first")
+  saved = json.loads((root / "config.json").read_text())
+  here = json.loads(json.dumps(config.to_dict(), default=str))
+  for section in ("data", "seed"):
+    found = _first_difference(saved.get(section), here.get(section), section)
+    if found:
+      raise ConfigError(f"the large teacher in {workdir} was trained on other data ({found}); "
+                        "reduced MPL needs the same data section and seed, so that its "
+                        "logits carry no label this run must not see")
+  if cfg.large_teacher_network == "teacher" and saved["method"] not in (
+      "mpl", "pseudo_labels", "reduced_mpl"):
+    raise ConfigError(f"reduced_mpl.large_teacher_network=teacher but the run in {workdir} "
+                      f"({saved['method']}) has no teacher; use student or student_ema")
+  return ml_collections.ConfigDict(_with_missing_fields(saved, here))
+
+
+def _with_missing_fields(saved: dict, current: dict) -> dict:
+  """`saved`, with fields added since it was written taken from `current` (defaults)."""
+  out = dict(saved)
+  for key, value in current.items():
+    if key not in out:
+      out[key] = value
+    elif isinstance(out[key], dict) and isinstance(value, dict):
+      out[key] = _with_missing_fields(out[key], value)
+  return out
+
+
+def precompute_logits(config, inputs: dict[str, np.ndarray], batch_size: int = 512
+                      ) -> dict[str, np.ndarray]:
+  """The frozen large teacher's eval-mode logits of each array in `inputs` (float32)."""
+  from mpl_jax import experiment  # pylint: disable=g-import-not-at-top
+  teacher_config = large_teacher_config(config)
+  exp = experiment.build(teacher_config)
+  abstract = jax.eval_shape(exp.init_fn, jax.random.key(0))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+                        abstract)
+  checkpointer = checkpointing.Checkpointer(
+      files.path(config.reduced_mpl.large_teacher_workdir) / "checkpoints", max_to_keep=1000)
+  try:
+    restored = checkpointer.restore(target, checkpointing.signature(teacher_config.method,
+                                                                    abstract))
+  finally:
+    checkpointer.close()
+  if restored is None:
+    raise ConfigError(f"{config.reduced_mpl.large_teacher_workdir} has no checkpoint to read "
+                      "the large teacher from")
+  net = getattr(restored[0], config.reduced_mpl.large_teacher_network)
+  apply = exp.deps.student.apply
+  logits_fn = jax.jit(lambda x: apply(net.params, net.model_state, x, train=False)[0]
+                      .astype(jnp.float32))
+  out = {}
+  for name, x in inputs.items():
+    parts = [np.asarray(logits_fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    out[name] = np.concatenate(parts) if parts else np.zeros((0, exp.dataset.num_classes),
+                                                              np.float32)
+  return out
