@@ -11,6 +11,8 @@ _STEPS = flags.DEFINE_integer("num_steps", None, "Override the steps per method.
 
 def main(argv):
   del argv
+  from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
+  xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   from mpl_jax import demo  # pylint: disable=g-import-not-at-top

@@ -1,4 +1,5 @@
-"""Test set-up: 8 CPU devices before JAX starts, the repo root importable."""
+"""Test set-up: 8 CPU devices and main.py's XLA options before JAX starts, the repo root
+importable."""
 
 import os
 import sys
@@ -6,6 +7,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
+
+xla_options.prefer_eigen_cpu_convolutions()  # as main.py does: Eigen convolutions on CPU
 
 import jax  # pylint: disable=g-import-not-at-top
 

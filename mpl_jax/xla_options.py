@@ -1,0 +1,32 @@
+"""XLA options the entry points set before JAX creates its backend.
+
+On the CPU, XLA sends convolutions to YNNPACK by default; sending them to Eigen makes a
+WRN's forward+backward about 2x faster on the project's CPU and the whole MPL step about
+3x faster (BENCHMARKS.md, must-show 2). The flag is experimental: an XLA that does not
+know a flag in XLA_FLAGS aborts, so it is set only for the jaxlib versions it was
+measured with, only when XLA_FLAGS does not choose already, and never when
+MPL_CPU_CONVOLUTIONS=default. It touches only XLA:CPU; GPU and TPU programs are unchanged.
+"""
+
+import importlib.metadata
+import os
+
+EIGEN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+MEASURED_JAXLIB = ("0.10.2",)
+
+
+def prefer_eigen_cpu_convolutions() -> bool:
+  """Adds the Eigen-convolution flag to XLA_FLAGS where that is safe; True if it did."""
+  if os.environ.get("MPL_CPU_CONVOLUTIONS", "eigen") != "eigen":
+    return False
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_cpu_experimental_ynn_fusion_type" in flags:  # the user chose
+    return False
+  try:
+    version = importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return False
+  if version not in MEASURED_JAXLIB:
+    return False
+  os.environ["XLA_FLAGS"] = (flags + " " + EIGEN_CONVOLUTIONS).strip()
+  return True

@@ -1,0 +1,44 @@
+"""The XLA options main.py sets before JAX starts."""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+from mpl_jax import xla_options
+from tests.helpers import ROOT
+
+
+def test_eigen_convolutions_only_where_measured_and_not_chosen(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.delenv("MPL_CPU_CONVOLUTIONS", raising=False)
+  measured = importlib.metadata.version("jaxlib") in xla_options.MEASURED_JAXLIB
+  assert xla_options.prefer_eigen_cpu_convolutions() == measured
+  assert (xla_options.EIGEN_CONVOLUTIONS in os.environ.get("XLA_FLAGS", "")) == measured
+  # The user's own choice of the option stays; so does an opt-out.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+  assert not xla_options.prefer_eigen_cpu_convolutions()
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+  monkeypatch.delenv("XLA_FLAGS")
+  monkeypatch.setenv("MPL_CPU_CONVOLUTIONS", "default")
+  assert not xla_options.prefer_eigen_cpu_convolutions()
+  assert "XLA_FLAGS" not in os.environ
+  # An unmeasured jaxlib gets nothing: an XLA that does not know a flag aborts.
+  monkeypatch.delenv("MPL_CPU_CONVOLUTIONS")
+  monkeypatch.setattr(xla_options, "MEASURED_JAXLIB", ("0.0.0",))
+  assert not xla_options.prefer_eigen_cpu_convolutions()
+  assert "XLA_FLAGS" not in os.environ
+
+
+def test_the_flag_is_accepted_by_this_xla():
+  """A fresh process with the option set starts JAX and runs a convolution."""
+  code = ("import jax, jax.numpy as jnp; x = jnp.ones((1, 8, 8, 3)); "
+          "k = jnp.ones((3, 3, 3, 4)); print(float(jax.lax.conv_general_dilated("
+          "x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')).sum()))")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(XLA_FLAGS=xla_options.EIGEN_CONVOLUTIONS, JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  # Ones through a 3x3 SAME convolution: 3 input channels x (2 + 6*3 + 2)^2 taps x 4 outputs.
+  assert float(done.stdout.strip()) == 3 * 22 * 22 * 4
