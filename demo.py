@@ -1,5 +1,7 @@
 """`make demo`: TwoMoon, supervised vs pseudo labels vs MPL, one seed, with a figure."""
 
+import sys
+
 from absl import app
 from absl import logging
 from absl import flags
@@ -12,7 +14,11 @@ _STEPS = flags.DEFINE_integer("num_steps", None, "Override the steps per method.
 def main(argv):
   del argv
   from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
-  xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts
+  try:
+    xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts; MPL_CPU_CONVOLUTIONS
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   from mpl_jax import demo  # pylint: disable=g-import-not-at-top

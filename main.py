@@ -33,7 +33,11 @@ def _parse_flags(argv):
 def main(argv):
   del argv
   from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
-  xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts; MPL_CPU_CONVOLUTIONS
+  try:
+    xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts; MPL_CPU_CONVOLUTIONS
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   # Before any other JAX call: join the other processes of a multi-host run, if any.

@@ -59,13 +59,17 @@ class Experiment:
     return self.phases[index]
 
 
-def build(config, mesh: jax.sharding.Mesh | None = None) -> Experiment:
+def build(config, mesh: jax.sharding.Mesh | None = None,
+          check_data: Callable[[data_lib.Dataset], None] | None = None) -> Experiment:
   """Builds data, models, optimizers and step functions for `config` (already validated).
 
   With a `mesh` that has a model axis, each network's parameters are all-gathered where it
-  runs (FSDP, `sharding.gather_before_use`).
+  runs (FSDP, `sharding.gather_before_use`). `check_data` sees the data set as soon as it
+  exists, before anything is computed from it (reduced MPL's large-teacher pass).
   """
   dataset = data_lib.build(config.data, config.seed)
+  if check_data is not None:
+    check_data(dataset)
   method = config.method
   has_teacher = method in ("mpl", "pseudo_labels", "reduced_mpl")
   if method == "reduced_mpl":

@@ -24,6 +24,16 @@ from mpl_jax import files
 from mpl_jax.errors import ConfigError
 
 NETWORKS = ("student", "student_ema", "teacher")
+# Data fields that change how batches are drawn or augmented, not which examples are
+# labeled, held out or tested: the large teacher may differ in these.
+NOT_SPLIT_FIELDS = ("labeled_batch_size", "unlabeled_batch_size", "max_shift", "cutout_size",
+                    "strong_noise")
+
+
+def _split_fields(data: Any) -> Any:
+  if not isinstance(data, dict):
+    return data
+  return {k: v for k, v in data.items() if k not in NOT_SPLIT_FIELDS}
 
 
 def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
@@ -39,8 +49,9 @@ def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
 def large_teacher_config(config) -> ml_collections.ConfigDict:
   """The config the large teacher's workdir was trained with, checked against `config`.
 
-  The large teacher must have been trained on the same data and splits (same data section
-  and seed): otherwise its logits could carry labels this run must not see.
+  The large teacher must have been trained on the same data and splits (the same data
+  section but for batch sizes and augmentation, and the same seed): otherwise its logits
+  could carry labels this run must not see.
   """
   cfg = config.reduced_mpl
   workdir = cfg.large_teacher_workdir
@@ -53,14 +64,17 @@ def large_teacher_config(config) -> ml_collections.ConfigDict:
                       "(config.json and results.json); train the large teacher there first")
   saved = json.loads((root / "config.json").read_text())
   here = json.loads(json.dumps(config.to_dict(), default=str))
+  if saved.get("method") == "reduced_mpl":
+    raise ConfigError(f"the run in {workdir} is itself a reduced_mpl run; use the large "
+                      "teacher's own workdir (or any run that trains its network on images)")
   for section in ("data", "seed"):
-    found = _first_difference(saved.get(section), here.get(section), section)
+    found = _first_difference(_split_fields(saved.get(section)), _split_fields(here[section]),
+                              section)
     if found:
       raise ConfigError(f"the large teacher in {workdir} was trained on other data ({found}); "
-                        "reduced MPL needs the same data section and seed, so that its "
+                        "reduced MPL needs the same data splits and seed, so that its "
                         "logits carry no label this run must not see")
-  if cfg.large_teacher_network == "teacher" and saved["method"] not in (
-      "mpl", "pseudo_labels", "reduced_mpl"):
+  if cfg.large_teacher_network == "teacher" and saved["method"] not in ("mpl", "pseudo_labels"):
     raise ConfigError(f"reduced_mpl.large_teacher_network=teacher but the run in {workdir} "
                       f"({saved['method']}) has no teacher; use student or student_ema")
   return ml_collections.ConfigDict(_with_missing_fields(saved, here))

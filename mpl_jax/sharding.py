@@ -70,19 +70,37 @@ def state_sharding(mesh: Mesh, abstract_state):
 
 
 def gather_before_use(apply, mesh: Mesh):
-  """FSDP: parameters arrive split over `model` and are all-gathered where a network runs.
+  """FSDP: parameters arrive split over `model` and are all-gathered where a network runs;
+  their gradients leave split again (reduce-scattered), and so do the sums of gradient
+  accumulation. BatchNorm statistics are gathered too.
 
-  Without this constraint XLA may instead split activations over channels to follow the
-  parameters' layout. Gradients leave in the split layout (the state's shardings), so XLA
-  reduce-scatters them. With no model axis, `apply` comes back unchanged.
+  Without these constraints XLA may instead split activations over channels to follow the
+  parameters' layout, or keep a full-size gradient on every device. With no model axis,
+  `apply` comes back unchanged.
   """
-  if model_axis_size(mesh) == 1:
+  size = model_axis_size(mesh)
+  if size == 1:
     return apply
-  gathered = replicated(mesh)
+  whole = replicated(mesh)
+  split = lambda tree: jax.tree.map(
+      lambda x: NamedSharding(mesh, fsdp_spec(x.shape, size)), tree)
+
+  @jax.custom_vjp
+  def gather(params):
+    return jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: whole, params))
+
+  def gather_fwd(params):
+    return gather(params), None
+
+  def gather_bwd(_, cotangent):  # the gradient, back in the parameters' split layout
+    return (jax.lax.with_sharding_constraint(cotangent, split(cotangent)),)
+
+  gather.defvjp(gather_fwd, gather_bwd)
 
   def gathered_apply(params, model_state, inputs, **kwargs):
-    params = jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: gathered, params))
-    return apply(params, model_state, inputs, **kwargs)
+    model_state = jax.lax.with_sharding_constraint(
+        model_state, jax.tree.map(lambda _: whole, model_state))
+    return apply(gather(params), model_state, inputs, **kwargs)
 
   return gathered_apply
 

@@ -88,6 +88,15 @@ def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int,
   return out
 
 
+def _to_host(state, replicated: jax.sharding.NamedSharding):
+  """The state as host arrays, on every process. Arrays split over devices of other
+  processes (a model axis across processes) are first gathered by a jit."""
+  if not all(leaf.is_fully_addressable or leaf.is_fully_replicated
+             for leaf in jax.tree.leaves(state)):
+    state = jax.jit(lambda s: s, out_shardings=replicated)(state)
+  return jax.device_get(state)
+
+
 def _record_phase_end(root: epath.Path, phase: str, step: int, evals: dict[str, float]) -> None:
   """Keeps each finished phase's evaluation (phase_ends.json) for results.json."""
   path = root / "phase_ends.json"
@@ -100,10 +109,13 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   """Trains `config.method` in `workdir`, resuming from its newest checkpoint if any."""
   config_checks.validate(config)
   mesh = sharding.make_mesh(config.mesh.num_devices, config.mesh.model_axis)
-  exp = experiment_lib.build(config, mesh)
-  for name, size in experiment_lib.batch_sizes(exp.dataset).items():
-    sharding.check_batch_divides(name, size, mesh, config.accum_steps)
-  sharding.check_batch_divides("eval.batch_size", config.eval.batch_size, mesh)
+
+  def check_batches(dataset) -> None:
+    for name, size in experiment_lib.batch_sizes(dataset).items():
+      sharding.check_batch_divides(name, size, mesh, config.accum_steps)
+    sharding.check_batch_divides("eval.batch_size", config.eval.batch_size, mesh)
+
+  exp = experiment_lib.build(config, mesh, check_data=check_batches)
 
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
   abstract = jax.eval_shape(exp.init_fn, rng_init)
@@ -209,7 +221,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   if preempted:
     print(f"[{config.method}] preempted: checkpoint saved at step {done} in "
           f"{checkpointer.directory}; rerun the same command to resume", flush=True)
-    return TrainResult(state=jax.device_get(state), eval_metrics={}, experiment=exp,
+    return TrainResult(state=_to_host(state, replicated), eval_metrics={}, experiment=exp,
                        history=history, preempted=True)
   final = _evaluate(exp, eval_fn, state, config.eval.batch_size, mesh)
   if exp.dataset.has_split("test"):  # the test split: once, at the end
@@ -221,7 +233,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     files.write_json(root / "results.json",
                      {"method": config.method, "step": total, **final,
                       "phase_ends": files.read_json(root / "phase_ends.json")})
-  return TrainResult(state=jax.device_get(state), eval_metrics=final, experiment=exp,
+  return TrainResult(state=_to_host(state, replicated), eval_metrics=final, experiment=exp,
                      history=history)
 
 

@@ -15,9 +15,19 @@ EIGEN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolu
 MEASURED_JAXLIB = ("0.10.2",)
 
 
+CHOICES = ("eigen", "default")
+
+
 def prefer_eigen_cpu_convolutions() -> bool:
-  """Adds the Eigen-convolution flag to XLA_FLAGS where that is safe; True if it did."""
-  if os.environ.get("MPL_CPU_CONVOLUTIONS", "eigen") != "eigen":
+  """Adds the Eigen-convolution flag to XLA_FLAGS where that is safe; True if it did.
+
+  Raises ValueError for an MPL_CPU_CONVOLUTIONS other than eigen or default.
+  """
+  choice = os.environ.get("MPL_CPU_CONVOLUTIONS", "eigen")
+  if choice not in CHOICES:
+    raise ValueError(f"MPL_CPU_CONVOLUTIONS={choice!r} is unknown; use one of {list(CHOICES)}"
+                     " (default: XLA's own CPU convolutions)")
+  if choice == "default":
     return False
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_experimental_ynn_fusion_type" in flags:  # the user chose

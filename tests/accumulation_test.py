@@ -13,6 +13,8 @@ from mpl_jax import step as step_lib
 from mpl_jax import train
 from tests.helpers import flat_params, tiny_config
 
+UDA_THRESHOLD = 0.85  # masks part of the unlabeled rows (about 60% kept)
+
 STEPS = {
     "supervised": step_lib.supervised_step,
     "uda": step_lib.uda_step,
@@ -56,13 +58,17 @@ def _compare(exp, step_fn, batch, k: int, num_steps: int = 3, rtol=2e-5, atol=1e
   for name, value in big_metrics.items():
     np.testing.assert_allclose(micro_metrics[name], value, rtol=1e-4, atol=1e-6,
                                err_msg=name)
+  return big_metrics
 
 
 def _twomoon(method: str, **mpl):
   c = tiny_config(method)
   c.data.labeled_batch_size = 16
-  c.uda.weight = 1.0  # the teacher's (or UDA's) consistency loss takes part
-  c.uda.threshold = 0.55  # and its confidence mask drops some rows
+  c.uda.weight = 1.0  # the teacher's (or UDA's) consistency loss takes part,
+  c.uda.temperature = 0.5
+  c.uda.threshold = UDA_THRESHOLD  # its confidence mask drops some rows,
+  c.data.strong_noise = 0.1  # and the strong view differs from the weak one
+  c.model.activation, c.model.init_scale = "tanh", 1.0  # outputs that vary over the inputs
   c.uda.ramp_steps = 1
   c.student.wait_steps = 0
   c.mpl.labels = "argmax"  # deterministic pseudo labels: equal, not only in distribution
@@ -73,19 +79,24 @@ def _twomoon(method: str, **mpl):
   return exp, exp.dataset.source.batch(0)
 
 
-@pytest.mark.parametrize("method,mpl", [
-    ("supervised", {}),
-    ("uda", {}),
-    ("pseudo_labels", {}),
-    ("mpl", {"reward": "dot"}),
-    ("mpl", {"reward": "taylor", "baseline_decay": 0.9, "log_grad_parts": True}),
-    ("mpl", {"estimator": "off"}),
+@pytest.mark.parametrize("method,mpl,partial_mask", [
+    ("supervised", {}, False),
+    ("uda", {}, True),
+    ("pseudo_labels", {}, False),
+    ("mpl", {"reward": "dot"}, True),
+    ("mpl", {"reward": "taylor", "baseline_decay": 0.9, "log_grad_parts": True}, False),
+    ("mpl", {"estimator": "off"}, True),
 ])
-def test_micro_batches_equal_the_large_batch(method, mpl):
+def test_micro_batches_equal_the_large_batch(method, mpl, partial_mask):
   """MLPs (no BatchNorm, no dropout): parameters, EMA, baseline and every logged metric
   after three steps with 4 micro-batches equal those of the whole batch at once."""
   exp, batch = _twomoon(method, **mpl)
-  _compare(exp, STEPS[method], batch, k=4, fixed_teacher=method == "pseudo_labels")
+  metrics = _compare(exp, STEPS[method], batch, k=4, fixed_teacher=method == "pseudo_labels")
+  if method in ("uda", "mpl"):  # the consistency loss took part (on some rows only)
+    assert 0.0 < metrics["uda/mask_rate"] <= 1.0
+    assert metrics["uda/mask_rate"] < 1.0 or not partial_mask
+  if "teacher/grad_norm_uda" in metrics:
+    assert metrics["teacher/grad_norm_uda"] > 0.0
 
 
 def test_finetune_micro_batches_equal_the_large_batch():
@@ -116,6 +127,29 @@ def test_batchnorm_statistics_follow_the_mean_of_the_micro_batches():
   for name in plain:
     np.testing.assert_allclose(accumulated[name], plain[name], rtol=1e-4, atol=1e-5,
                                err_msg=name)
+
+
+def test_batchnorm_running_statistics_are_the_mean_over_distinct_micro_batches():
+  """Distinct micro-batches: after one accumulated step the running statistics of student
+  and teacher equal the mean of those that plain steps on each micro-batch alone reach
+  (each moves from the same start toward its own micro-batch's statistics)."""
+  c = digits.get_config("mpl")
+  c.model.dropout_rate = 0.0
+  c.mpl.labels = "argmax"
+  c.data.unlabeled_batch_size = 32
+  exp = experiment.build(c)
+  batch = exp.dataset.source.batch(0)
+  k = 2
+  rng = jax.random.key(1)
+  accumulated, _ = _one_step(exp, step_lib.mpl_step, batch, k, rng)
+  micro = step_lib.micro_batches(batch, k)
+  alone = [_one_step(exp, step_lib.mpl_step, {n: np.asarray(v[i]) for n, v in micro.items()},
+                     1, rng)[0] for i in range(k)]
+  for net in ("student", "teacher"):
+    got = flat_params(getattr(accumulated, net).model_state)
+    each = [flat_params(getattr(s, net).model_state) for s in alone]
+    assert not np.allclose(each[0], each[1])  # the micro-batches' statistics differ
+    np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-4, atol=1e-6, err_msg=net)
 
 
 def test_micro_batch_rows_are_interleaved():

@@ -31,7 +31,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _main_on_two_processes(tmp_path, workdir, num_steps: int) -> list[str]:
+def _main_on_two_processes(tmp_path, workdir, num_steps: int, *extra: str) -> list[str]:
   """main.py as processes 0 and 1 of a localhost cluster; their stdouts."""
   config = tmp_path / "tiny_config.py"
   config.write_text(CONFIG_FILE)
@@ -41,7 +41,7 @@ def _main_on_two_processes(tmp_path, workdir, num_steps: int) -> list[str]:
                         " --xla_force_host_platform_device_count=4").strip(),
              MPL_COORDINATOR_ADDRESS=f"localhost:{_free_port()}", MPL_NUM_PROCESSES="2")
   args = [sys.executable, os.path.join(ROOT, "main.py"), f"--config={config}",
-          f"--config.num_steps={num_steps}", f"--workdir={workdir}"]
+          f"--config.num_steps={num_steps}", f"--workdir={workdir}", *extra]
   procs = [subprocess.Popen(args, cwd=ROOT, env=dict(env, MPL_PROCESS_ID=str(i)), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
            for i in range(2)]
@@ -92,7 +92,8 @@ def test_two_processes_match_one_and_share_checkpoints(tmp_path, capsys):
   assert sorted(p.name for p in two.iterdir()) == ["checkpoints", "config.json",
                                                    "results.json", "tensorboard"]
 
-  # Cross resumes: 2-process checkpoints on one process, 1-process ones on two.
+  # Cross resumes: 2-process checkpoints on one process, 1-process ones on two, the
+  # latter with every parameter split over all 8 devices of both processes (FSDP).
   two_then_one, one_then_two = tmp_path / "two_then_one", tmp_path / "one_then_two"
   shutil.copytree(two, two_then_one)
   shutil.copytree(one, one_then_two)
@@ -100,7 +101,8 @@ def test_two_processes_match_one_and_share_checkpoints(tmp_path, capsys):
   resumed = _main_on_one_process(two_then_one, RESUMED_STEPS)
   assert f"resumed from step {STEPS}" in capsys.readouterr().out
   assert len(resumed.history["train/skipped_steps"]) == 2  # steps 50 and 60 only
-  outputs = _main_on_two_processes(tmp_path, one_then_two, RESUMED_STEPS)
+  outputs = _main_on_two_processes(tmp_path, one_then_two, RESUMED_STEPS,
+                                   "--config.mesh.model_axis=8")
   assert all(f"resumed from step {STEPS}" in out for out in outputs)
   assert checkpoint_steps(str(two_then_one)) == checkpoint_steps(str(one_then_two)) == [
       STEPS, RESUMED_STEPS]

@@ -4,7 +4,6 @@ trained by MPL on top of them."""
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -111,3 +110,19 @@ def test_reduced_teacher_step_holds_one_large_network():
   assert small["teacher_params"] < 0.1 * full["teacher_params"]
   assert small["state_bytes"] < 0.65 * full["state_bytes"]  # student + EMA + momentum: 3 of 5
   assert small["peak_bytes"] < 0.6 * full["peak_bytes"]
+
+
+def test_batch_sizes_are_checked_before_the_large_teacher_is_read(tmp_path):
+  c = _reduced_config(str(tmp_path / "no_such_run"))
+  c.data.labeled_batch_size = 6  # does not divide by the 8 devices
+  with pytest.raises(config_checks.ConfigError, match=r"labeled_batch_size=6 does not divide"):
+    train.train_and_evaluate(c, str(tmp_path / "w"))
+
+
+def test_a_reduced_run_is_not_a_large_teacher(tmp_path):
+  large_workdir, _ = _large_teacher(tmp_path)
+  saved = json.loads((tmp_path / "large" / "config.json").read_text())
+  saved["method"] = "reduced_mpl"
+  (tmp_path / "large" / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(config_checks.ConfigError, match=r"is itself a reduced_mpl run"):
+    train.train_and_evaluate(_reduced_config(large_workdir), str(tmp_path / "w"))

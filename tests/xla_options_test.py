@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mpl_jax import xla_options
 from tests.helpers import ROOT
 
@@ -23,6 +25,9 @@ def test_eigen_convolutions_only_where_measured_and_not_chosen(monkeypatch):
   monkeypatch.setenv("MPL_CPU_CONVOLUTIONS", "default")
   assert not xla_options.prefer_eigen_cpu_convolutions()
   assert "XLA_FLAGS" not in os.environ
+  monkeypatch.setenv("MPL_CPU_CONVOLUTIONS", "egien")
+  with pytest.raises(ValueError, match=r"MPL_CPU_CONVOLUTIONS='egien' is unknown"):
+    xla_options.prefer_eigen_cpu_convolutions()
   # An unmeasured jaxlib gets nothing: an XLA that does not know a flag aborts.
   monkeypatch.delenv("MPL_CPU_CONVOLUTIONS")
   monkeypatch.setattr(xla_options, "MEASURED_JAXLIB", ("0.0.0",))
@@ -30,6 +35,9 @@ def test_eigen_convolutions_only_where_measured_and_not_chosen(monkeypatch):
   assert "XLA_FLAGS" not in os.environ
 
 
+@pytest.mark.skipif(
+    importlib.metadata.version("jaxlib") not in xla_options.MEASURED_JAXLIB,
+    reason="the option is only set for the jaxlib it was measured with")
 def test_the_flag_is_accepted_by_this_xla():
   """A fresh process with the option set starts JAX and runs a convolution."""
   code = ("import jax, jax.numpy as jnp; x = jnp.ones((1, 8, 8, 3)); "
