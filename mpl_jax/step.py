@@ -10,17 +10,8 @@ used only for the logged pseudo-label accuracy, never for training). Reduced MPL
 images (a frozen large teacher's logits of the same rows; one view of each unlabeled
 image, so both of the teacher's unlabeled views are that one).
 
-Gradient accumulation (`StepDeps.accum_steps = k > 1`): a step's batch is cut into k
-micro-batches (micro-batch i holds rows i, i + k, i + 2k, ... of every array, so each device
-keeps its own rows) that run one after the other in a `lax.scan`; only one micro-batch's
-activations are alive at a time. Every loss is a mean over equal-sized micro-batches, so
-the mean of their gradients is the gradient of the whole batch: without BatchNorm or
-dropout, k micro-batches give the update of one k-times-larger batch, up to float
-rounding. With BatchNorm each micro-batch is normalized by its own statistics (as each
-device is in data-parallel training) and the running statistics move once per step,
-toward the mean of the micro-batches' statistics. Dropout and sampled pseudo labels draw
-from one key per micro-batch, so they match the large batch in distribution, not draw
-for draw. The MPL step accumulates in three passes (see `_mpl_step_accumulated`).
+Gradient accumulation (`StepDeps.accum_steps > 1`): `mpl_jax/accumulation.py`; the MPL
+step accumulates in three passes (`_mpl_step_accumulated`).
 """
 
 import dataclasses
@@ -29,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mpl_jax import accumulation
 from mpl_jax import estimators
 from mpl_jax import losses
 from mpl_jax.state import ApplyFn, NetState, TrainState, ema_update, tree_dot, tree_norm
@@ -79,61 +71,6 @@ class StepDeps:
   accum_steps: int = 1  # micro-batches per step (gradient accumulation); 1 = none
 
 
-def micro_batches(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
-  """[n, ...] arrays -> [k, n / k, ...]: micro-batch i holds rows i, i + k, i + 2k, ...
-
-  Interleaved rather than contiguous rows: with the batch sharded on its rows, every
-  device already holds its share of every micro-batch, so nothing moves between devices.
-  """
-  def split(name, v):
-    if v.shape[0] % k:
-      raise ValueError(f"{name} has {v.shape[0]} rows, not divisible by accum_steps={k}")
-    return jnp.swapaxes(v.reshape((v.shape[0] // k, k) + v.shape[1:]), 0, 1)
-
-  return {name: split(name, v) for name, v in batch.items()}
-
-
-def scan_micro_batches(fn, micro: dict[str, jax.Array], k: int):
-  """Runs fn(i, micro-batch i) -> (averaged, kept) for i = 0..k-1 in sequence (lax.scan).
-
-  Returns (the mean over i of `averaged`, `kept` stacked on a leading axis of k). Sums are
-  kept in at least float32 and cast back to fn's output dtypes at the end.
-  """
-  first, _ = jax.eval_shape(fn, jnp.zeros((), jnp.int32),
-                            jax.tree.map(lambda v: v[0], micro))
-  acc_dtype = lambda d: jnp.promote_types(d, jnp.float32)
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, acc_dtype(s.dtype)), first)
-
-  def body(total, xs):
-    i, mb = xs
-    averaged, kept = fn(i, mb)
-    return jax.tree.map(lambda t, o: t + o.astype(t.dtype), total, averaged), kept
-
-  total, kept = jax.lax.scan(body, zeros, (jnp.arange(k, dtype=jnp.int32), micro))
-  return jax.tree.map(lambda t, s: (t / k).astype(s.dtype), total, first), kept
-
-
-def mean_over_micro_batches(fn, micro: dict[str, jax.Array], k: int):
-  """The mean over i of fn(i, micro-batch i), the micro-batches run in sequence."""
-  return scan_micro_batches(lambda i, mb: (fn(i, mb), None), micro, k)[0]
-
-
-def fold_in_tree(rngs, i):
-  """Every key of a pytree of keys folded with micro-batch index i."""
-  return jax.tree.map(lambda r: jax.random.fold_in(r, i), rngs)
-
-
-def accumulated_value_and_grad(loss_fn, params, batch, rngs, k: int):
-  """((loss, aux), grads) of loss_fn(params, batch, rngs) -> (loss, aux), averaged over k
-  micro-batches of `batch` (k = 1: one plain `jax.value_and_grad`). `aux` (metrics, model
-  state) is averaged too; each micro-batch gets `rngs` folded with its index."""
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  if k == 1:
-    return grad_fn(params, batch, rngs)
-  return mean_over_micro_batches(
-      lambda i, mb: grad_fn(params, mb, fold_in_tree(rngs, i)), micro_batches(batch, k), k)
-
-
 def _apply_grads(net: NetState, grads, network: Network, model_state, step) -> NetState:
   """One optimizer update at the learning rate of global step `step`."""
   updates, opt_state = network.tx.update(grads, net.opt_state, net.params)
@@ -175,7 +112,7 @@ def _supervised_update(net: NetState, network: Network, x, y, rng, step, deps: S
     return losses.mean_cross_entropy(targets, logits), (losses.accuracy(logits, b["y"]),
                                                         model_state)
 
-  (loss, (accuracy, model_state)), grads = accumulated_value_and_grad(
+  (loss, (accuracy, model_state)), grads = accumulation.value_and_grad(
       loss_fn, net.params, {"x": x, "y": y}, rng, deps.accum_steps)
   new_net = _apply_grads(net, grads, network, model_state, step)
   metrics = {f"{prefix}/loss_labeled": loss, f"{prefix}/accuracy_labeled": accuracy,
@@ -263,7 +200,7 @@ def uda_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainSta
 
   train_batch = {k: batch[k] for k in ("labeled_x", "labeled_y", "unlabeled_weak",
                                        "unlabeled_strong")}
-  (loss, ((sup, uda_loss, mask_rate), model_state)), grads = accumulated_value_and_grad(
+  (loss, ((sup, uda_loss, mask_rate), model_state)), grads = accumulation.value_and_grad(
       loss_fn, net.params, train_batch, rng, deps.accum_steps)
   student = _apply_grads(net, grads, deps.student, model_state, state.step)
   metrics = {"student/loss": loss, "student/loss_labeled": sup, "student/loss_uda": uda_loss,
@@ -297,7 +234,7 @@ def pseudo_label_step(state: TrainState, batch, rng, *, deps: StepDeps
     return loss, (extra, model_state)
 
   names = ("unlabeled_weak", "unlabeled_strong") + (("unlabeled_y",) if with_accuracy else ())
-  (loss, (extra, model_state)), grads = accumulated_value_and_grad(
+  (loss, (extra, model_state)), grads = accumulation.value_and_grad(
       loss_fn, net.params, {k: batch[k] for k in names}, (rngs[0], rngs[1]), deps.accum_steps)
   student = _apply_grads(net, grads, deps.student, model_state, state.step)
   metrics = {"student/loss_unlabeled": loss, **extra,
@@ -468,7 +405,7 @@ def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
   with_accuracy = "unlabeled_y" in batch
   names = ("labeled_x", "labeled_y", "unlabeled_weak", "unlabeled_strong", "unlabeled_y",
            "teacher_labeled_x", "teacher_unlabeled_x")
-  micro = micro_batches({n: batch[n] for n in names if n in batch}, k)
+  micro = accumulation.micro_batches({n: batch[n] for n in names if n in batch}, k)
 
   def teacher_forward(params, mb, i):
     return deps.teacher.apply(params, teacher.model_state, teacher_inputs(mb), train=True,
@@ -494,7 +431,7 @@ def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
              } if with_accuracy else {}
     return (u_loss, model_state, g_u, extra), targets
 
-  (u_loss, student_model_state, g_u, extra), targets = scan_micro_batches(
+  (u_loss, student_model_state, g_u, extra), targets = accumulation.scan_micro_batches(
       pseudo_labels_and_student_grad, micro, k)
 
   # 2. The student's update and the reward over the whole labeled batch.
@@ -513,7 +450,7 @@ def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
       before = labeled_loss(student.params, mb, i) if mpl.reward == "taylor" else loss_after
       return loss_after, before, g_after
 
-    loss_after, loss_before, g_after = mean_over_micro_batches(
+    loss_after, loss_before, g_after = accumulation.mean_over_micro_batches(
         losses_after, {n: micro[n] for n in ("labeled_x", "labeled_y")}, k)
     if mpl.reward == "dot":
       reward = estimators.dot_reward(deps.student.learning_rate(step), g_after, g_u)
@@ -549,8 +486,8 @@ def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
       (grads,) = teacher_vjp(d_sup_uda + d_feedback)
     return grads, model_state, sup, uda_loss, mask_rate
 
-  grads, teacher_model_state, sup_loss, uda_loss, mask_rate = mean_over_micro_batches(
-      teacher_grads, {**micro, "targets": targets}, k)
+  grads, teacher_model_state, sup_loss, uda_loss, mask_rate = (
+      accumulation.mean_over_micro_batches(teacher_grads, {**micro, "targets": targets}, k))
   if mpl.log_grad_parts:
     norms = [tree_norm(jax.tree.map(lambda g, i=i: g[i], grads)) for i in range(3)]
     grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import digits
+from mpl_jax import accumulation
 from mpl_jax import config_checks
 from mpl_jax import experiment
 from mpl_jax import step as step_lib
@@ -142,7 +143,7 @@ def test_batchnorm_running_statistics_are_the_mean_over_distinct_micro_batches()
   k = 2
   rng = jax.random.key(1)
   accumulated, _ = _one_step(exp, step_lib.mpl_step, batch, k, rng)
-  micro = step_lib.micro_batches(batch, k)
+  micro = accumulation.micro_batches(batch, k)
   alone = [_one_step(exp, step_lib.mpl_step, {n: np.asarray(v[i]) for n, v in micro.items()},
                      1, rng)[0] for i in range(k)]
   for net in ("student", "teacher"):
@@ -154,7 +155,7 @@ def test_batchnorm_running_statistics_are_the_mean_over_distinct_micro_batches()
 
 def test_micro_batch_rows_are_interleaved():
   x = np.arange(12)
-  micro = step_lib.micro_batches({"x": x}, 3)["x"]
+  micro = accumulation.micro_batches({"x": x}, 3)["x"]
   np.testing.assert_array_equal(np.asarray(micro), [[0, 3, 6, 9], [1, 4, 7, 10],
                                                     [2, 5, 8, 11]])
 
