@@ -35,13 +35,8 @@ def paper_recipe(c: ml_collections.ConfigDict, method: str) -> None:
       "bn_momentum": 0.99,
       "dtype": "float32",           # compute dtype; bfloat16 on TPU/GPU
   })
-  for net in (c.teacher, c.student):
-    net.learning_rate = 0.05
-    net.momentum = 0.9
-    net.nesterov = True
-    net.weight_decay = 5e-4
-    net.warmup_steps = 5_000
-    net.schedule = "cosine"
+  common.nesterov_cosine(c, teacher_lr=0.05, student_lr=0.05, weight_decay=5e-4,
+                         warmup_steps=5_000)
   c.student.wait_steps = 3_000
   c.student.ema_decay = 0.995
   c.uda.weight = 8.0 if method in ("uda", "mpl") else 0.0

@@ -16,6 +16,20 @@ def optimizer(learning_rate: float) -> ml_collections.ConfigDict:
   })
 
 
+def nesterov_cosine(c: ml_collections.ConfigDict, *, teacher_lr: float, student_lr: float,
+                    weight_decay: float, warmup_steps: int, grad_clip_norm: float = 0.0) -> None:
+  """The paper's optimizer for both networks: SGD with Nesterov momentum 0.9, linear
+  warmup, cosine decay to 0, weight decay on kernels, optional global-norm clipping."""
+  for net, lr in ((c.teacher, teacher_lr), (c.student, student_lr)):
+    net.learning_rate = lr
+    net.momentum = 0.9
+    net.nesterov = True
+    net.weight_decay = weight_decay
+    net.warmup_steps = warmup_steps
+    net.schedule = "cosine"
+    net.grad_clip_norm = grad_clip_norm
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every section with defaults; experiment configs override what differs."""
   c = ml_collections.ConfigDict()

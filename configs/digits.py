@@ -51,13 +51,8 @@ def get_config(arg: str | None = None):
       "dropout_rate": 0.2,
       "bn_momentum": 0.99,
   })
-  for net in (c.teacher, c.student):
-    net.learning_rate = 0.05
-    net.momentum = 0.9
-    net.nesterov = True
-    net.weight_decay = 5e-4
-    net.warmup_steps = 100
-    net.schedule = "cosine"
+  common.nesterov_cosine(c, teacher_lr=0.05, student_lr=0.05, weight_decay=5e-4,
+                         warmup_steps=100)
   c.student.wait_steps = 100
   c.student.ema_decay = 0.995
   c.uda.weight = 1.0

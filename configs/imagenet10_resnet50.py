@@ -53,15 +53,8 @@ def get_config(arg: str | None = None):
       "bn_momentum": 0.99,
       "dtype": "bfloat16",           # compute dtype; params stay float32
   })
-  c.teacher.learning_rate = 0.6
-  c.student.learning_rate = 0.4
-  for net in (c.teacher, c.student):
-    net.momentum = 0.9
-    net.nesterov = True
-    net.weight_decay = 1e-4
-    net.warmup_steps = 5_000
-    net.schedule = "cosine"
-    net.grad_clip_norm = 5.0
+  common.nesterov_cosine(c, teacher_lr=0.6, student_lr=0.4, weight_decay=1e-4,
+                         warmup_steps=5_000, grad_clip_norm=5.0)
   c.student.wait_steps = 20_000
   c.student.ema_decay = 0.999
   c.uda.weight = 20.0 if method in ("uda", "mpl") else 0.0

@@ -78,15 +78,8 @@ def get_config(arg: str | None = None):
       "remat": True,                 # recompute block activations in the backward pass
       "scan_blocks": True,           # one scan per stage: compiles in minutes, not hours
   })
-  c.teacher.learning_rate = 1.2
-  c.student.learning_rate = 0.8
-  for net in (c.teacher, c.student):
-    net.momentum = 0.9
-    net.nesterov = True
-    net.weight_decay = 1e-4
-    net.warmup_steps = 5_000
-    net.schedule = "cosine"
-    net.grad_clip_norm = 5.0
+  common.nesterov_cosine(c, teacher_lr=1.2, student_lr=0.8, weight_decay=1e-4,
+                         warmup_steps=5_000, grad_clip_norm=5.0)
   c.student.wait_steps = 20_000
   c.student.ema_decay = 0.999
   c.uda.weight = 20.0 if method in ("uda", "mpl") else 0.0
