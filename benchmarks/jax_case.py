@@ -21,7 +21,7 @@ from mpl_jax import losses
 from mpl_jax import models
 from mpl_jax import optim
 from mpl_jax import step as step_lib
-from mpl_jax.state import EmaState, NetState, TrainState, ema_update, make_apply
+from mpl_jax.state import NetState, TrainState, ema_update, initial_state, make_apply
 
 MODELS = ("wide_resnet", "resnet50")
 DTYPES = ("float32", "bfloat16")
@@ -165,12 +165,7 @@ def init_state(case: Case, deps: step_lib.StepDeps, seed: int = 0) -> TrainState
     return NetState(params=params, model_state=variables, opt_state=jax.jit(tx.init)(params))
 
   student, teacher = net(deps.student.tx), net(deps.teacher.tx)
-  ema = EmaState(params=jax.tree.map(jnp.copy, student.params),
-                 model_state=jax.tree.map(jnp.copy, student.model_state))
-  return TrainState(step=jnp.zeros((), jnp.int32), student=student, student_ema=ema,
-                    teacher=teacher, reward_baseline=jnp.zeros((), jnp.float32),
-                    skipped_steps=jnp.zeros((), jnp.int32),
-                    first_nonfinite_step=jnp.full((), -1, jnp.int32))
+  return initial_state(student, teacher)
 
 
 def make_batch(case: Case, seed: int = 1) -> dict[str, jax.Array]:

@@ -25,7 +25,7 @@ from benchmarks import jax_case
 from benchmarks import step_bench
 from mpl_jax import step as step_lib
 from mpl_jax.models import reduced as reduced_models
-from mpl_jax.state import EmaState, TrainState, init_net, make_apply
+from mpl_jax.state import init_net, initial_state, make_apply
 
 
 def _bytes(tree) -> int:
@@ -66,11 +66,7 @@ def measure(*, model: str = "wide_resnet", depth: int = 28, width: int = 2,
       student = init_net(module, deps.student.tx, ks, jnp.zeros(image.shape, image.dtype))
       teacher = init_net(teacher_module, deps.teacher.tx, kt,
                          jnp.zeros(teacher_sample.shape, teacher_sample.dtype))
-      return TrainState(step=jnp.zeros((), jnp.int32), student=student,
-                        student_ema=EmaState(student.params, student.model_state),
-                        teacher=teacher, reward_baseline=jnp.zeros((), jnp.float32),
-                        skipped_steps=jnp.zeros((), jnp.int32),
-                        first_nonfinite_step=jnp.full((), -1, jnp.int32))
+      return initial_state(student, teacher)
 
     state = jax.eval_shape(init, jax.random.key(0))
     step_batch = dict(batch)

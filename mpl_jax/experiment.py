@@ -18,7 +18,7 @@ from mpl_jax import reduced
 from mpl_jax import sharding
 from mpl_jax import step as step_lib
 from mpl_jax.models import reduced as reduced_models
-from mpl_jax.state import EmaState, TrainState, init_net, make_apply
+from mpl_jax.state import TrainState, init_net, initial_state, make_apply
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,12 +144,7 @@ def build(config, mesh: jax.sharding.Mesh | None = None,
     teacher_net = init_net(teacher_module, teacher.tx, rng_teacher,
                            sample if teacher_sample is None else teacher_sample
                            ) if has_teacher else None
-    ema = EmaState(params=jax.tree.map(jnp.copy, student_net.params),
-                   model_state=jax.tree.map(jnp.copy, student_net.model_state))
-    return TrainState(step=jnp.zeros((), jnp.int32), student=student_net, student_ema=ema,
-                      teacher=teacher_net, reward_baseline=jnp.zeros((), jnp.float32),
-                      skipped_steps=jnp.zeros((), jnp.int32),
-                      first_nonfinite_step=jnp.full((), -1, jnp.int32))
+    return initial_state(student_net, teacher_net)
 
   return Experiment(dataset=dataset, deps=deps, phases=phases, init_fn=init_fn,
                     has_teacher=has_teacher, eval_teacher=method != "reduced_mpl")

@@ -43,6 +43,16 @@ class TrainState:
   first_nonfinite_step: jax.Array  # first step with a non-finite metric; -1 if none
 
 
+def initial_state(student: NetState, teacher: NetState | None) -> TrainState:
+  """A run's state at step 0: the student's EMA starts as a copy of the student."""
+  ema = EmaState(params=jax.tree.map(jnp.copy, student.params),
+                 model_state=jax.tree.map(jnp.copy, student.model_state))
+  return TrainState(step=jnp.zeros((), jnp.int32), student=student, student_ema=ema,
+                    teacher=teacher, reward_baseline=jnp.zeros((), jnp.float32),
+                    skipped_steps=jnp.zeros((), jnp.int32),
+                    first_nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
 def make_apply(module: nn.Module) -> ApplyFn:
   """Wraps a Flax module as a pure (params, model_state, x) -> (logits, model_state) call.
 

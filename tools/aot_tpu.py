@@ -50,7 +50,7 @@ from mpl_jax import optim  # pylint: disable=g-import-not-at-top
 from mpl_jax import sharding  # pylint: disable=g-import-not-at-top
 from mpl_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 from mpl_jax.models import efficientnet  # pylint: disable=g-import-not-at-top
-from mpl_jax.state import EmaState, TrainState, init_net, make_apply  # pylint: disable=g-import-not-at-top
+from mpl_jax.state import init_net, initial_state, make_apply  # pylint: disable=g-import-not-at-top
 
 GIB = 1024**3
 # HBM per chip (device) as JAX sees it: v4 and v5p run as one megacore device per chip.
@@ -99,11 +99,7 @@ def build_step(module, num_classes: int, mesh, total_steps: int = 1_000_000):
     rng_student, rng_teacher = jax.random.split(rng)
     student = init_net(module, student_tx, rng_student, sample)
     teacher = init_net(module, teacher_tx, rng_teacher, sample)
-    return TrainState(step=jnp.zeros((), jnp.int32), student=student,
-                      student_ema=EmaState(student.params, student.model_state),
-                      teacher=teacher, reward_baseline=jnp.zeros((), jnp.float32),
-                      skipped_steps=jnp.zeros((), jnp.int32),
-                      first_nonfinite_step=jnp.full((), -1, jnp.int32))
+    return initial_state(student, teacher)
 
   return guards.guard_step(step, skip_nonfinite=False), init
 
