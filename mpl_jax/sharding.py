@@ -69,7 +69,7 @@ def state_sharding(mesh: Mesh, abstract_state):
                       abstract_state)
 
 
-def gather_before_use(apply, mesh: Mesh):
+def gather_before_use(apply, mesh: Mesh, split_gradients: bool = True):
   """FSDP: parameters arrive split over `model` and are all-gathered where a network runs;
   their gradients leave split again (reduce-scattered), and so do the sums of gradient
   accumulation. BatchNorm statistics are gathered too.
@@ -97,10 +97,14 @@ def gather_before_use(apply, mesh: Mesh):
 
   gather.defvjp(gather_fwd, gather_bwd)
 
+  def gather_forward_only(params):
+    return jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: whole, params))
+
   def gathered_apply(params, model_state, inputs, **kwargs):
     model_state = jax.lax.with_sharding_constraint(
         model_state, jax.tree.map(lambda _: whole, model_state))
-    return apply(gather(params), model_state, inputs, **kwargs)
+    params = gather(params) if split_gradients else gather_forward_only(params)
+    return apply(params, model_state, inputs, **kwargs)
 
   return gathered_apply
 

@@ -74,7 +74,8 @@ def network_config(learning_rate: float) -> dict:
           "grad_clip_norm": 5.0}
 
 
-def build_step(module, num_classes: int, mesh, total_steps: int = 1_000_000):
+def build_step(module, num_classes: int, mesh, total_steps: int = 1_000_000,
+               split_gradients: bool = True):
   """The flagship step (as `mpl_jax.train` jits it) and the init of its state.
 
   With a 'model' axis in `mesh`, parameters are gathered where a network runs (FSDP), as
@@ -83,7 +84,7 @@ def build_step(module, num_classes: int, mesh, total_steps: int = 1_000_000):
   student_tx, student_lr = optim.make_optimizer(
       {**network_config(0.8), "wait_steps": 20000}, total_steps)
   teacher_tx, teacher_lr = optim.make_optimizer(network_config(1.2), total_steps)
-  apply = sharding.gather_before_use(make_apply(module), mesh)
+  apply = sharding.gather_before_use(make_apply(module), mesh, split_gradients)
   deps = step_lib.StepDeps(
       student=step_lib.Network(apply, student_tx, student_lr),
       teacher=step_lib.Network(apply, teacher_tx, teacher_lr),
@@ -114,7 +115,8 @@ def _oom_message(error: Exception) -> str:
 def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution: int,
                      labeled_per_chip: int, unlabeled_per_chip: int, num_classes: int = 1000,
                      dtype: str = "bfloat16", remat: bool = False, scan_blocks: bool = True,
-                     width: float | None = None, depth: float | None = None) -> dict:
+                     width: float | None = None, depth: float | None = None,
+                     split_gradients: bool = True) -> dict:
   """Lowers and compiles one MPL step for `topology`; returns sizes, memory and FLOPs."""
   devices = get_devices(topology)
   n = len(devices)
@@ -127,7 +129,7 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
       variant, num_classes, remat=remat, scan_blocks=scan_blocks, bn_momentum=0.99,
       dtype={"bfloat16": jnp.bfloat16, "float32": jnp.float32}[dtype], **overrides)
   replicated = NamedSharding(mesh, P())
-  step, init = build_step(module, num_classes, mesh)
+  step, init = build_step(module, num_classes, mesh, split_gradients=split_gradients)
 
   image = (resolution, resolution, 3)
   rng = jax.eval_shape(lambda: jax.random.key(0))
@@ -154,6 +156,7 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
             "resolution": resolution, "labeled_per_chip": labeled_per_chip,
             "unlabeled_per_chip": unlabeled_per_chip, "global_batch": [n_l, n_u],
             "dtype": dtype, "remat": remat, "scan_blocks": scan_blocks,
+            "split_gradients": split_gradients,
             "params_per_network": int(params),
             "train_state_gib_total": state_bytes / GIB,
             "hbm_gib": HBM_GIB.get(devices[0].device_kind)}
@@ -208,6 +211,8 @@ def main(argv=None) -> None:
   parser.add_argument("--remat", action="store_true", help="rematerialize every block")
   parser.add_argument("--scan_blocks", action=argparse.BooleanOptionalAction, default=True,
                       help="scan over each stage's repeated blocks (compiles much faster)")
+  parser.add_argument("--split_gradients", action=argparse.BooleanOptionalAction, default=True,
+                      help="FSDP: constrain gradients back to the split layout (as training)")
   parser.add_argument("--width", type=float, default=None, help="override the variant's")
   parser.add_argument("--depth", type=float, default=None, help="override the variant's")
   args = parser.parse_args(argv)
@@ -216,7 +221,7 @@ def main(argv=None) -> None:
       resolution=args.resolution, labeled_per_chip=args.labeled_per_chip,
       unlabeled_per_chip=args.unlabeled_per_chip, num_classes=args.num_classes,
       dtype=args.dtype, remat=args.remat, scan_blocks=args.scan_blocks, width=args.width,
-      depth=args.depth)
+      depth=args.depth, split_gradients=args.split_gradients)
   r = result
   print(f"{r['variant']} x2 (teacher + student), {r['params_per_network'] / 1e6:.1f}M params "
         f"each, {r['resolution']}px, {r['labeled_per_chip']}+{r['unlabeled_per_chip']} "
