@@ -68,11 +68,15 @@ class Checkpointer:
   """Thin wrapper over ocp.CheckpointManager for one run's `checkpoints/` folder."""
 
   def __init__(self, directory: files.PathLike, *, max_to_keep: int,
-               asynchronous: bool = True):
+               asynchronous: bool = True, read_only: bool = False):
+    """`read_only`: another run's checkpoints (e.g. reduced MPL's large teacher): nothing
+    in the folder is created, cleaned up or set aside; a damaged checkpoint raises."""
     self.directory: epath.Path = files.path(directory)
+    self.read_only = read_only
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-        enable_async_checkpointing=asynchronous)
+        max_to_keep=None if read_only else max_to_keep, create=not read_only,
+        cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=asynchronous, read_only=read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "meta"))
 
@@ -92,7 +96,7 @@ class Checkpointer:
       saved, error = _attempt(lambda: self.manager.restore(  # pylint: disable=cell-var-from-loop
           step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())))
       if _failed_anywhere(error):
-        self._set_aside(step, error)
+        self._set_aside(step, error)  # raises when read_only
         continue
       if saved.meta != meta:
         raise IncompatibleCheckpointError(
@@ -102,7 +106,7 @@ class Checkpointer:
       restored, error = _attempt(lambda: self.manager.restore(  # pylint: disable=cell-var-from-loop
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))))
       if _failed_anywhere(error):
-        self._set_aside(step, error)
+        self._set_aside(step, error)  # raises when read_only
         continue
       return restored.state, step
     if steps:  # never silently start over in a workdir that had checkpoints
@@ -113,6 +117,10 @@ class Checkpointer:
 
   def _set_aside(self, step: int, error: Exception | None) -> None:
     """Moves a damaged checkpoint out of the way (never deletes it)."""
+    if self.read_only:
+      raise IncompatibleCheckpointError(
+          f"checkpoint {step} in {self.directory} could not be read ({error}); it was left "
+          "as it is")
     source = self.directory / str(step)
     target_dir = self.directory.parent / "damaged_checkpoints"
     stamp = int(time.time())

@@ -102,7 +102,8 @@ def precompute_logits(config, inputs: dict[str, np.ndarray], batch_size: int = 5
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                         abstract)
   checkpointer = checkpointing.Checkpointer(
-      files.path(config.reduced_mpl.large_teacher_workdir) / "checkpoints", max_to_keep=1000)
+      files.path(config.reduced_mpl.large_teacher_workdir) / "checkpoints", max_to_keep=1,
+      read_only=True)
   try:
     restored = checkpointer.restore(target, checkpointing.signature(teacher_config.method,
                                                                     abstract))

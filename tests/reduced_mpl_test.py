@@ -126,3 +126,17 @@ def test_a_reduced_run_is_not_a_large_teacher(tmp_path):
   (tmp_path / "large" / "config.json").write_text(json.dumps(saved))
   with pytest.raises(config_checks.ConfigError, match=r"is itself a reduced_mpl run"):
     train.train_and_evaluate(_reduced_config(large_workdir), str(tmp_path / "w"))
+
+
+def test_a_damaged_large_teacher_checkpoint_is_reported_and_left_alone(tmp_path):
+  """The large teacher's workdir belongs to another run: reading it changes nothing there."""
+  from mpl_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  large_workdir, _ = _large_teacher(tmp_path)
+  for data_file in (tmp_path / "large" / "checkpoints" / "20" / "state").rglob("d/*"):
+    data_file.write_bytes(data_file.read_bytes()[:8])  # every array's bytes cut short
+  before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "large").rglob("*"))
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match=r"checkpoint 20 in .*large/checkpoints could not be read"):
+    train.train_and_evaluate(_reduced_config(large_workdir), str(tmp_path / "w"))
+  after = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "large").rglob("*"))
+  assert after == before
