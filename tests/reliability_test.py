@@ -125,12 +125,14 @@ def test_skip_nonfinite_finishes_and_counts_one_skipped_step(tmp_path):
     assert np.all(np.isfinite(flat_params(getattr(result.state, net).params)))
 
 
-def _truncate_largest_file(folder):
-  files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
-  largest = max(files, key=os.path.getsize)
-  with open(largest, "r+b") as f:
-    f.truncate(os.path.getsize(largest) // 2)
-  return largest
+def _damage_array_data(folder):
+  """Cuts every array-data file of a checkpoint (OCDBT's d/ folders) in half."""
+  files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
+           if os.path.basename(d) == "d"]
+  assert files
+  for path in files:
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
@@ -144,7 +146,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
   c.checkpoint.every_steps = 30
   train.train_and_evaluate(c, str(workdir))
   assert checkpoint_steps(str(workdir)) == [20, 30]
-  _truncate_largest_file(workdir / "checkpoints" / "30" / "state")
+  _damage_array_data(workdir / "checkpoints" / "30" / "state")
   capsys.readouterr()
   c.num_steps = 40
   c.checkpoint.every_steps = 20
