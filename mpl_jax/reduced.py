@@ -114,11 +114,12 @@ def precompute_logits(config, inputs: dict[str, np.ndarray], batch_size: int = 5
                       "the large teacher from")
   net = getattr(restored[0], config.reduced_mpl.large_teacher_network)
   apply = exp.deps.student.apply
-  logits_fn = jax.jit(lambda x: apply(net.params, net.model_state, x, train=False)[0]
-                      .astype(jnp.float32))
+  logits_fn = jax.jit(lambda params, model_state, x: apply(
+      params, model_state, x, train=False)[0].astype(jnp.float32))
   out = {}
   for name, x in inputs.items():
-    parts = [np.asarray(logits_fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    parts = [np.asarray(logits_fn(net.params, net.model_state, x[i:i + batch_size]))
+             for i in range(0, len(x), batch_size)]
     out[name] = np.concatenate(parts) if parts else np.zeros((0, exp.dataset.num_classes),
                                                               np.float32)
   return out
