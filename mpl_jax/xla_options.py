@@ -25,8 +25,8 @@ def prefer_eigen_cpu_convolutions() -> bool:
   """
   choice = os.environ.get("MPL_CPU_CONVOLUTIONS", "eigen")
   if choice not in CHOICES:
-    raise ValueError(f"MPL_CPU_CONVOLUTIONS={choice!r} is unknown; use one of {list(CHOICES)}"
-                     " (default: XLA's own CPU convolutions)")
+    raise ValueError(f"MPL_CPU_CONVOLUTIONS={choice!r} is unknown; use eigen (what is set "
+                     "when it is unset) or default (XLA's own CPU convolutions)")
   if choice == "default":
     return False
   flags = os.environ.get("XLA_FLAGS", "")
