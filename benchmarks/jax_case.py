@@ -26,7 +26,7 @@ from mpl_jax.state import NetState, TrainState, ema_update, initial_state, make_
 MODELS = ("wide_resnet", "resnet50")
 DTYPES = ("float32", "bfloat16")
 
-# The paper's settings (MPL_SPEC section 3): CIFAR-10 for WRN-28-k, ImageNet for ResNet-50.
+# The paper's settings (docs/METHOD.md, section 6): CIFAR-10 for WRN-28-k, ImageNet for ResNet-50.
 # The student does not wait here, so its learning rate (and the reward) is not zero.
 PAPER = {
     "wide_resnet": dict(image_size=32, num_classes=10, label_smoothing=0.15, ema_decay=0.995,

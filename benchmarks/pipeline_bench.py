@@ -27,7 +27,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from benchmarks import timing  # pylint: disable=g-import-not-at-top
 from mpl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
-# The paper's settings per size (MPL_SPEC section 3; official RandAugment constants).
+# The paper's settings per size (docs/METHOD.md, section 6; official RandAugment constants).
 SIZES = {
     "cifar": dict(kind="cifar", name="cifar10", image_size=32, source_size=32, magnitude=16.0,
                   cutout_size=16, translate_const=None, cutout_const=None),

@@ -1,7 +1,7 @@
 r"""A PyTorch MPL step, for speed comparisons only (not used for training).
 
 An independent implementation of the step `mpl_jax.step.mpl_step` computes with the
-default estimator (MPL_SPEC section 2), built for the same work per step:
+default estimator (docs/METHOD.md, section 2), built for the same work per step:
 
   teacher forward (train mode) on concat[x_l, u_w, u_s]; smoothed CE on x_l; UDA on the
   weak/strong pair; pseudo labels y_hat ~ softmax(t_s); the student's gradient g_u of
@@ -34,7 +34,7 @@ from torch import nn
 
 from benchmarks import timing
 
-# The paper's CIFAR-10 settings (MPL_SPEC section 3), as benchmarks/jax_case.py uses them.
+# The paper's CIFAR-10 settings (docs/METHOD.md, section 6), as benchmarks/jax_case.py uses them.
 NUM_CLASSES = 10
 LABEL_SMOOTHING = 0.15
 UDA_WEIGHT, UDA_RAMP, UDA_TEMPERATURE, UDA_THRESHOLD = 8.0, 5000, 0.7, 0.6

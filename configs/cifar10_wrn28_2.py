@@ -1,7 +1,7 @@
 """CIFAR-10-4K with WRN-28-2 teacher and student: the paper's Table 2 setting.
 
 4,000 labeled images (400 per class), 41,000 unlabeled, 5,000 held out for validation,
-tested once at the end on the 10,000 test images. MPL_SPEC section 3 lists every value.
+tested once at the end on the 10,000 test images. docs/METHOD.md, section 6, lists every value.
 
   python main.py --config=configs/cifar10_wrn28_2.py --workdir=gs://BUCKET/cifar10_mpl \
       --config.data.data_dir=gs://BUCKET/tensorflow_datasets

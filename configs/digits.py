@@ -2,7 +2,7 @@
 
 5 labels per class (50 labeled), 20 per class held out for validation, 50 per class for
 test (fixed across seeds), the rest unlabeled; a WRN-10-1 teacher and student; the
-CIFAR recipe of MPL_SPEC section 3 scaled down (SGD-Nesterov, cosine, student wait, UDA,
+CIFAR recipe of docs/METHOD.md, section 6, scaled down (SGD-Nesterov, cosine, student wait, UDA,
 label smoothing, EMA, finetuning on the labels at the end).
 
   python main.py --config=configs/digits.py:mpl --workdir=/tmp/digits_mpl

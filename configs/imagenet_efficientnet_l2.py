@@ -29,7 +29,7 @@ paper's batch as k micro-batches. bf16 compute, float32 parameters.
 
 Paper: 90.2% top-1 / 98.8% top-5 (EfficientNet-L2 student, after finetuning).
 
-Settings: MPL_SPEC section 3 gives the batch (2,048 + mu = 8), 1,000,000 steps, and the
+Settings: docs/METHOD.md, section 6, gives the batch (2,048 + mu = 8), 1,000,000 steps, and the
 finetune phase (20,000 steps at lr 1e-5); the paper does not give the other optimizer
 settings for this run, so the ImageNet-10% ones are used (SGD-Nesterov, cosine, warmup
 5,000, student wait 20,000, weight decay 1e-4, clip 5, label smoothing 0.1, UDA 20 /

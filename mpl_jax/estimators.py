@@ -1,4 +1,4 @@
-"""Teacher-feedback estimators of Meta Pseudo Labels (MPL_SPEC section 2).
+"""Teacher-feedback estimators of Meta Pseudo Labels (docs/METHOD.md, section 3).
 
 The teacher's feedback is expressed as a cotangent on the teacher's logits of the strong
 view, t_s, so the teacher needs one forward pass and one backward pass per step whatever

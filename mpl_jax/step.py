@@ -313,7 +313,7 @@ def student_step_and_feedback(student: NetState, targets: jax.Array, t_s: jax.Ar
 
 def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainState, Metrics]:
   """One Meta Pseudo Labels step: the student learns from the teacher's pseudo labels, the
-  teacher from labels, UDA consistency and the student's feedback (MPL_SPEC section 2).
+  teacher from labels, UDA consistency and the student's feedback (docs/METHOD.md, section 2).
 
   The teacher runs forward once on concat[x_l, u_w, u_s]; every part of its loss is turned
   into a cotangent on its logits and pulled back with a single vjp.

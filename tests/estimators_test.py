@@ -1,4 +1,4 @@
-"""The estimator check of MPL_SPEC section 5.
+"""The estimator check of docs/METHOD.md, section 4.
 
 A linear teacher and student, n = 3 unlabeled points, 3 classes: enumerate all 27 hard
 pseudo-label assignments y_hat to get the true objective

@@ -1,6 +1,6 @@
 """CIFAR-10 and SVHN at the paper's settings: tfds arrays, seeded splits, tf.data views.
 
-Splits (MPL_SPEC section 3), all class-balanced and a pure function of data.split_seed:
+Splits (docs/METHOD.md, section 6), all class-balanced and a pure function of data.split_seed:
 CIFAR-10-4K takes 400 labeled images per class and 500 per class held out for validation
 from the 50,000 training images; the other 41,000 are unlabeled; test is the 10,000 test
 images. SVHN-1K takes 100 labeled per class and a held-out validation set from `train`;

@@ -1,6 +1,6 @@
 """Small tfds image sets (CIFAR-10, SVHN) read whole into host memory, never downloaded.
 
-The paper's splits (MPL_SPEC section 3) come from `splits.labeled_unlabeled_validation` on
+The paper's splits (docs/METHOD.md, section 6) come from `splits.labeled_unlabeled_validation` on
 the training split's labels: CIFAR-10-4K is 400 labeled per class, 500 per class held out
 for validation (5,000) and the other 41,000 unlabeled; the test split is the 10,000 test
 images. SVHN-1K is 100 labeled per class from `train` (its unlabeled pool adds `extra`).
