@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_workdir
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench bench-test clean
 
 $(STAMP): requirements.lock setup.cfg pyproject.toml
 	rm -rf $(VENV)
@@ -23,9 +23,21 @@ test: $(STAMP)
 test-all: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m pytest -q
 
-# The CPU benchmarks of BENCHMARKS.md (minutes each; never part of `make test`). requirements.lock
-# pins torch==2.13.0 for the PyTorch reference, so the test venv runs its smoke test too.
-bench: $(STAMP)
+# The PyTorch reference of the benchmarks is installed here only (requirements-bench.lock,
+# on top of requirements.lock); `make test` and `make demo` never install it.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+	$(VENV)/bin/python -m pip install -q -r requirements-bench.lock
+	touch $(BENCH_STAMP)
+
+# The benchmark scripts' smoke tests, PyTorch reference included (a minute or two).
+bench-test: $(BENCH_STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m pytest -q tests/benchmarks_test.py
+
+# The CPU benchmarks of BENCHMARKS.md (minutes each; never part of `make test`), after their
+# smoke tests.
+bench: bench-test
 	$(VENV)/bin/python -m benchmarks.step_bench --labeled_batch=16 --mu=7 --runs=5
 	$(VENV)/bin/python -m benchmarks.compare --labeled_batch=16,64 --mu=7 --rounds=5
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m benchmarks.pipeline_bench --size=cifar,imagenet

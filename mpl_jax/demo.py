@@ -54,8 +54,13 @@ def plot_boundaries(results: dict, path: str) -> None:
 
 
 def run(workdir: str, seed: int = 0, num_steps: int | None = None,
-        methods: Sequence[str] = DEMO_METHODS) -> dict:
-  """Trains each method on TwoMoon, prints the table, writes the PNG; returns results."""
+        methods: Sequence[str] = DEMO_METHODS, log_every_steps: int | None = None) -> dict:
+  """Trains each method on TwoMoon, prints the table, writes the PNG; returns results.
+
+  `num_steps` overrides the config's steps (and the pseudo-labels teacher's);
+  `log_every_steps` how often step metrics are logged (default: the config's, or a tenth
+  of `num_steps`).
+  """
   from configs import twomoon  # pylint: disable=g-import-not-at-top
   results = {}
   for method in methods:
@@ -68,6 +73,8 @@ def run(workdir: str, seed: int = 0, num_steps: int | None = None,
       config.log_every_steps = max(num_steps // 10, 1)
       config.eval.every_steps = num_steps
       config.checkpoint.every_steps = num_steps
+    if log_every_steps is not None:
+      config.log_every_steps = log_every_steps
     print(f"training {method} ...", flush=True)
     method_dir = os.path.join(workdir, method)
     shutil.rmtree(method_dir, ignore_errors=True)
