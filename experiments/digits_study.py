@@ -11,16 +11,14 @@ split, evaluated once at the end; mean +- std (sample std) over seeds.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-
 from configs import digits  # noqa: E402
+from mpl_jax import report  # noqa: E402
 
 # name -> (config method, overrides); `mpl` is the default estimator (REINFORCE, dot
 # reward, sampled labels) and `mpl_off` the same run with the teacher's feedback removed.
@@ -62,25 +60,17 @@ def make_config(variant: str, seed: int, root: str = "/tmp/digits_study"):
   return config
 
 
-def run_one(variant: str, seed: int, root: str) -> dict:
-  """results.json of one run, training it (or finishing it) when needed."""
+def run_one(variant: str, seed: int, root: str) -> str:
+  """The workdir of one finished run, training it (or finishing it) when needed."""
   workdir = os.path.join(root, variant, f"seed{seed}")
-  path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
+  if not os.path.exists(os.path.join(workdir, "results.json")):
     from mpl_jax import train  # pylint: disable=g-import-not-at-top
     start = time.time()
     if VARIANTS[variant][0] == "reduced_mpl":  # its large teacher first
       run_one(LARGE_TEACHER, seed, root)
     train.train_and_evaluate(make_config(variant, seed, root), workdir)
     print(f"  {variant} seed {seed}: {time.time() - start:.0f} s", flush=True)
-  with open(path) as f:
-    return json.load(f)
-
-
-def fmt(values: list[float]) -> str:
-  a = 100 * np.asarray(values)
-  std = a.std(ddof=1) if len(a) > 1 else 0.0
-  return f"{a.mean():.1f} ± {std:.1f}"
+  return workdir
 
 
 def main() -> None:
@@ -98,24 +88,15 @@ def main() -> None:
   if unknown:
     parser.error(f"unknown methods {unknown}; valid: {sorted(VARIANTS)}")
 
-  rows = {}
-  for variant in methods:
-    rows[variant] = [run_one(variant, seed, args.root) for seed in seeds]
+  groups = [report.Group(variant, report.load_runs([run_one(variant, seed, args.root)
+                                                    for seed in seeds]))
+            for variant in methods]
 
   print(f"\nDigits, 5 labels per class, test split (500 images), seeds {args.seeds}")
-  print("| method | student | EMA student | student before finetuning | teacher |")
-  print("|---|---|---|---|---|")
-  for variant, results in rows.items():
-    student = [r["test/student_accuracy"] for r in results]
-    ema = [r["test/student_ema_accuracy"] for r in results]
-    before = [r["phase_ends"][p]["eval/student_accuracy"] for r in results
-              for p in r["phase_ends"] if p != "teacher"]
-    teacher = [r["test/teacher_accuracy"] for r in results if "test/teacher_accuracy" in r]
-    print(f"| {variant} | {fmt(student)} | {fmt(ema)} | "
-          f"{fmt(before) + ' (validation)' if before else '-'} | "
-          f"{fmt(teacher) if teacher else '-'} |")
-    if args.show_seeds:
-      print("    per seed (student): " + " ".join(f"{100 * s:.1f}" for s in student))
+  print(report.table(groups, "test/student_accuracy", label_header="method",
+                     count_column=False, all_columns=True))
+  if args.show_seeds:
+    print("\n" + report.per_seed(groups, "test/student_accuracy"))
 
 
 if __name__ == "__main__":

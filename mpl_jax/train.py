@@ -23,6 +23,7 @@ from mpl_jax import evaluate
 from mpl_jax import experiment as experiment_lib
 from mpl_jax import files
 from mpl_jax import guards
+from mpl_jax import plots
 from mpl_jax import sharding
 from mpl_jax import step as step_lib
 
@@ -233,6 +234,10 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     files.write_json(root / "results.json",
                      {"method": config.method, "step": total, **final,
                       "phase_ends": files.read_json(root / "phase_ends.json")})
+    try:  # a figure is a convenience: failing to draw it does not fail the run
+      plots.write_curves(root)
+    except Exception as err:  # pylint: disable=broad-except
+      logging.warning("Could not draw %s: %s", root / plots.CURVES_FILE, err)
   return TrainResult(state=_to_host(state, replicated), eval_metrics=final, experiment=exp,
                      history=history)
 
