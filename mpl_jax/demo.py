@@ -21,11 +21,11 @@ TITLES = {"supervised": "Supervised", "pseudo_labels": "Pseudo Labels",
 
 def plot_boundaries(results: dict, path: str) -> None:
   """One panel per method: the student's decision regions, all points, the labeled ones."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # A bare Figure renders with Agg and leaves pyplot's backend (a notebook's) alone.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
-  fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.4))
+  fig = Figure(figsize=(5 * len(results), 4.4))
+  axes = fig.subplots(1, len(results))
   for ax, (method, result) in zip(np.atleast_1d(axes), results.items()):
     exp = result.experiment
     ds = exp.dataset
@@ -50,7 +50,6 @@ def plot_boundaries(results: dict, path: str) -> None:
   fig.suptitle("TwoMoon, 6 labeled points (stars); student decision boundary in black")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def run(workdir: str, seed: int = 0, num_steps: int | None = None,

@@ -89,7 +89,7 @@ def test_two_processes_match_one_and_share_checkpoints(tmp_path, capsys):
   results_one = json.loads((one / "results.json").read_text())
   for key in ("eval/student_accuracy", "eval/student_ema_accuracy", "eval/teacher_accuracy"):
     assert abs(results_two[key] - results_one[key]) <= 1 / 400, key
-  assert sorted(p.name for p in two.iterdir()) == ["checkpoints", "config.json",
+  assert sorted(p.name for p in two.iterdir()) == ["checkpoints", "config.json", "curves.png",
                                                    "results.json", "tensorboard"]
 
   # Cross resumes: 2-process checkpoints on one process, 1-process ones on two, the
