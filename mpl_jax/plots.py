@@ -129,6 +129,8 @@ def _draw(ax, panel: Panel, series: Series, boundaries: Sequence[tuple[str, int]
   colors = {}
   for tag in panel.tags:
     steps, values = series[tag]
+    if panel.log_y:  # zeros (e.g. while the student waits) have no place on a log axis
+      values = np.where(np.asarray(values) > 0, values, np.nan)
     marker = "o" if len(steps) <= 12 else None  # a few evaluations: show each one
     (line,) = ax.plot(steps, values, label=tag, marker=marker, markersize=3, linewidth=1.2)
     colors[tag.partition("/")[2]] = line.get_color()
@@ -138,8 +140,8 @@ def _draw(ax, panel: Panel, series: Series, boundaries: Sequence[tuple[str, int]
             color=colors.get(tag.partition("/")[2]), markeredgecolor="k",
             markeredgewidth=0.5, label=f"{tag} (end)")
   if panel.log_y:
-    positive = all(np.all(series[t][1] > 0) for t in panel.tags)
-    ax.set_yscale("log" if positive else "symlog")
+    if any(np.any(np.asarray(series[t][1]) > 0) for t in panel.tags):
+      ax.set_yscale("log")
   else:  # values, not "1e-6+6.931e-1" and offsets from it, on a nearly flat curve
     ax.ticklabel_format(axis="y", useOffset=False)
   for name, step in boundaries:
