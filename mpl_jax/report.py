@@ -145,6 +145,15 @@ def _check_metric(runs: Sequence[Run], metric: str) -> None:
                        f"{known}")
 
 
+def _runs_and_metric(groups: Sequence[Group], metric: str | None
+                     ) -> tuple[list[Run], str]:
+  """Every run of `groups`, and `metric` (or the default one), checked to be in each."""
+  runs = [run for group in groups for run in group.runs]
+  metric = metric or default_metric(runs)
+  _check_metric(runs, metric)
+  return runs, metric
+
+
 def _scale(metric: str) -> float:
   return 100.0 if "accuracy" in metric else 1.0
 
@@ -184,9 +193,7 @@ def table(groups: Sequence[Group], metric: str | None = None, *, label_header: s
   """A Markdown table: per group, mean ± std of `metric` and, when any run has them, of
   the EMA student, the student before finetuning and the teacher. `all_columns` keeps
   those columns (as "-") even when no run has them."""
-  runs = [run for group in groups for run in group.runs]
-  metric = metric or default_metric(runs)
-  _check_metric(runs, metric)
+  runs, metric = _runs_and_metric(groups, metric)
   scale = _scale(metric)
   companions = {header: (lambda run, key=key: run.results.get(key))
                 for header, key in _companions(metric).items()}
@@ -214,9 +221,7 @@ def table(groups: Sequence[Group], metric: str | None = None, *, label_header: s
 
 def per_seed(groups: Sequence[Group], metric: str | None = None) -> str:
   """A Markdown table of each run's `metric`: group, seed, value, workdir."""
-  runs = [run for group in groups for run in group.runs]
-  metric = metric or default_metric(runs)
-  _check_metric(runs, metric)
+  _, metric = _runs_and_metric(groups, metric)
   lines = [f"| group | seed | {metric} | workdir |", "|---|---|---|---|"]
   for group in groups:
     for run in group.runs:
@@ -244,9 +249,7 @@ def paired(groups: Sequence[Group], against: str, metric: str | None = None
            ) -> list[Comparison]:
   """Per other group: differences group − `against` (in points) over the seeds both
   have, with wins, ties (|d| < TIE_POINTS) and losses."""
-  runs = [run for group in groups for run in group.runs]
-  metric = metric or default_metric(runs)
-  _check_metric(runs, metric)
+  _, metric = _runs_and_metric(groups, metric)
   scale = _scale(metric)
   reference = find_group(groups, against)
   base = {run.seed: run.results[metric] for run in reference.runs}
