@@ -13,7 +13,7 @@ from configs import cifar10_wrn28_2
 from configs import imagenet10_resnet50
 from configs import svhn_wrn28_2
 from mpl_jax import train
-from mpl_jax.data import image_sets
+from mpl_jax.data import cifar_svhn
 from mpl_jax.data import imagenet
 from mpl_jax.data import pipeline
 from mpl_jax.data import tfds_arrays
@@ -91,7 +91,7 @@ def test_every_image_is_drawn_once_per_epoch():
 def test_svhn_unlabeled_pool_adds_extra_and_never_holds_labeled_or_validation():
   cfg = svhn_wrn28_2.get_config("mpl,runlocal").data
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
-    dataset = image_sets.build(cfg, seed=0)
+    dataset = cifar_svhn.build(cfg, seed=0)
     train_x, _ = tfds_arrays.load_arrays("svhn_cropped", "train", None)
     extra_x, _ = tfds_arrays.load_arrays("svhn_cropped", "extra", None)
   parts = dataset.extras["splits"]
@@ -106,12 +106,9 @@ def test_svhn_unlabeled_pool_adds_extra_and_never_holds_labeled_or_validation():
 def test_imagenet_splits_are_seeded_exact_per_class_and_disjoint():
   rng = np.random.default_rng(0)
   labels = np.repeat(np.arange(50), rng.integers(732, 1301, size=50))
-  a = imagenet.class_balanced_splits(labels, labeled_fraction=0.1, validation_per_class=10,
-                                     seed=1)
-  b = imagenet.class_balanced_splits(labels, labeled_fraction=0.1, validation_per_class=10,
-                                     seed=1)
-  c = imagenet.class_balanced_splits(labels, labeled_fraction=0.1, validation_per_class=10,
-                                     seed=2)
+  a = imagenet.make_splits(labels, labeled_fraction=0.1, validation_per_class=10, seed=1)
+  b = imagenet.make_splits(labels, labeled_fraction=0.1, validation_per_class=10, seed=1)
+  c = imagenet.make_splits(labels, labeled_fraction=0.1, validation_per_class=10, seed=2)
   for key in a:
     np.testing.assert_array_equal(a[key], b[key])
   assert not np.array_equal(a["labeled"], c["labeled"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from mpl_jax.data import splits
+from mpl_jax.data import cifar_svhn
 from mpl_jax.data import tfds_arrays
 
 
@@ -33,14 +33,14 @@ def test_mock_data_loads_as_uint8_images_and_int_labels(tmp_path, name):
 def test_paper_split_is_seeded_balanced_and_disjoint():
   labels = np.repeat(np.arange(10), 1000)  # a CIFAR-sized training set, 5,000 per class
   labels = np.tile(labels, 5)
-  cfg = tfds_arrays.PAPER_SPLITS["cifar10"]
-  a = splits.labeled_unlabeled_validation(
+  cfg = cifar_svhn.PAPER_SPLITS["cifar10"]
+  a = cifar_svhn.make_splits(
       labels, labeled_per_class=cfg["labeled_per_class"],
       validation_per_class=cfg["validation_per_class"], seed=3)
-  b = splits.labeled_unlabeled_validation(
+  b = cifar_svhn.make_splits(
       labels, labeled_per_class=cfg["labeled_per_class"],
       validation_per_class=cfg["validation_per_class"], seed=3)
-  c = splits.labeled_unlabeled_validation(
+  c = cifar_svhn.make_splits(
       labels, labeled_per_class=cfg["labeled_per_class"],
       validation_per_class=cfg["validation_per_class"], seed=4)
   assert {k: len(v) for k, v in a.items()} == {"labeled": 4000, "unlabeled": 41000,

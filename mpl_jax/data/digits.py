@@ -9,10 +9,16 @@ plus a `cutout` x `cutout` zero square and Gaussian noise.
 """
 
 import dataclasses
+from typing import Any, Mapping
 
 import numpy as np
 
+from mpl_jax import errors
+from mpl_jax.data import base
 from mpl_jax.data import splits as splits_lib
+
+NAMES = ("digits",)
+IN_MEMORY = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,15 +40,12 @@ def load() -> tuple[np.ndarray, np.ndarray]:
 def make_splits(labels: np.ndarray, *, test_per_class: int, validation_per_class: int,
                 labeled_per_class: int, split_seed: int, seed: int) -> DigitsSplits:
   """Disjoint class-balanced index sets; the test set depends on `split_seed` only."""
-  everything = np.arange(len(labels))
-  test = splits_lib.per_class(everything, labels, test_per_class, np.random.default_rng(split_seed))
-  pool = np.setdiff1d(everything, test)
-  rng = np.random.default_rng([seed, 0xD161])
-  validation = splits_lib.per_class(pool, labels, validation_per_class, rng)
-  train = np.setdiff1d(pool, validation)
-  labeled = splits_lib.per_class(train, labels, labeled_per_class, rng)
-  return DigitsSplits(labeled=labeled, unlabeled=np.setdiff1d(train, labeled),
-                      validation=validation, test=test)
+  test = splits_lib.class_balanced(labels, {"test": test_per_class},
+                                   np.random.default_rng(split_seed), rest="pool")
+  parts = splits_lib.class_balanced(
+      labels, {"validation": validation_per_class, "labeled": labeled_per_class},
+      np.random.default_rng([seed, 0xD161]), pool=test["pool"], rest="unlabeled")
+  return DigitsSplits(test=test["test"], **parts)
 
 
 def shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,3 +90,44 @@ class DigitsAugment:
     if self.noise:
       out = out + rng.normal(scale=self.noise, size=out.shape).astype(out.dtype)
     return out
+
+
+def check(cfg: Mapping[str, Any]) -> None:
+  """Raises ConfigError on the first field of the data section that cannot work."""
+  for field in ("labeled_per_class", "validation_per_class", "test_per_class"):
+    errors.positive(f"data.{field}", cfg[field])
+  errors.positive("data.unlabeled_batch_size", cfg["unlabeled_batch_size"])
+  for field in ("labeled_batch_size", "max_shift", "cutout_size", "strong_noise"):
+    errors.positive(f"data.{field}", cfg[field], allow_zero=True)
+  per_class = cfg["labeled_per_class"] + cfg["validation_per_class"] + cfg["test_per_class"]
+  if per_class > 170:  # the smallest digit class has 174 images
+    raise errors.ConfigError(f"data: labeled + validation + test per class = {per_class} "
+                             "leaves too few unlabeled images (each class has at least 174); "
+                             "lower them")
+
+
+def spec(cfg: Mapping[str, Any]) -> base.DataSpec:
+  del cfg
+  return base.DataSpec(num_classes=10, input_shape=(8, 8, 1))
+
+
+def build(cfg: Mapping[str, Any], seed: int) -> base.Dataset:
+  """The splits of `split_seed` and `seed`; labeled batch size 0 = the whole labeled set."""
+  images, labels = load()
+  splits = make_splits(
+      labels, test_per_class=cfg["test_per_class"],
+      validation_per_class=cfg["validation_per_class"],
+      labeled_per_class=cfg["labeled_per_class"], split_seed=cfg["split_seed"], seed=seed)
+  source = base.InMemorySource(
+      labeled_x=images[splits.labeled], labeled_y=labels[splits.labeled],
+      unlabeled_x=images[splits.unlabeled], unlabeled_y=labels[splits.unlabeled],
+      labeled_batch_size=cfg["labeled_batch_size"] or len(splits.labeled),
+      unlabeled_batch_size=cfg["unlabeled_batch_size"],
+      augment=DigitsAugment(max_shift=cfg["max_shift"], cutout_size=cfg["cutout_size"],
+                            noise=cfg["strong_noise"]),
+      seed=seed, augment_labeled=True)
+  data_spec = spec(cfg)
+  return base.Dataset(source=source, eval_x=images[splits.validation],
+                      eval_y=labels[splits.validation], num_classes=data_spec.num_classes,
+                      input_shape=data_spec.input_shape, extras={"splits": splits},
+                      test_x=images[splits.test], test_y=labels[splits.test])

@@ -16,7 +16,7 @@ import atexit
 import dataclasses
 import threading
 import weakref
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +32,8 @@ MEAN_STD = {
     "svhn_cropped": ((111.6, 113.2, 120.6), (50.5, 51.3, 50.2)),
     "imagenet2012": ((123.7, 116.3, 103.5), (58.4, 57.1, 57.4)),
 }
+# The image views of a batch, normalized before the networks see them.
+VIEWS = ("labeled_x", "unlabeled_weak", "unlabeled_strong")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,14 @@ class ImageAugment:
   translate_const: float | None = None  # RandAugment constants (None: official CIFAR)
   cutout_const: float | None = None
 
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any], kind: str, **constants) -> "ImageAugment":
+    """The views a data config asks for; `constants`: translate_const, cutout_const."""
+    return cls(kind=kind, image_size=int(cfg["image_size"]),
+               randaugment_layers=int(cfg["randaugment_layers"]),
+               randaugment_magnitude=float(cfg["randaugment_magnitude"]),
+               cutout_size=int(cfg["cutout_size"]), **constants)
+
   def weak(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if self.kind == "imagenet":
@@ -70,6 +80,18 @@ class ImageAugment:
       image = augment_lib.cutout(image, self.cutout_size, cut_seed)
     return image
 
+  def labeled_view(self, image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor
+                   ) -> dict[str, tf.Tensor]:
+    return {"labeled_x": self.weak(image, seed), "labeled_y": label}
+
+  def unlabeled_views(self, image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor
+                      ) -> dict[str, tf.Tensor]:
+    """The weak view and the strong view made from it, with independent seeds."""
+    weak_seed, strong_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    weak = self.weak(image, weak_seed)
+    return {"unlabeled_weak": weak, "unlabeled_strong": self.strong(weak, strong_seed),
+            "unlabeled_y": label}
+
 
 def normalize(images: tf.Tensor | np.ndarray, name: str) -> Any:
   """uint8 images -> float32 (x - mean) / std, with the data set's channel statistics."""
@@ -77,6 +99,11 @@ def normalize(images: tf.Tensor | np.ndarray, name: str) -> Any:
   if isinstance(images, np.ndarray):
     return ((images.astype(np.float32) - np.float32(mean)) / np.float32(std))
   return (tf.cast(images, tf.float32) - tf.constant(mean)) / tf.constant(std)
+
+
+def normalize_views(batch: Mapping[str, Any], name: str) -> dict[str, Any]:
+  """`batch` with its image views (VIEWS) normalized."""
+  return {k: normalize(v, name) if k in VIEWS else v for k, v in batch.items()}
 
 
 class EpochIndices:
@@ -110,8 +137,8 @@ class EpochIndices:
     return out
 
 
-def process_rows(batch: int, process_index: int, process_count: int) -> slice:
-  """The rows of a global batch that one process builds."""
+def process_share(batch: int, process_index: int, process_count: int) -> slice:
+  """The slice of a global batch's rows that process `process_index` builds."""
   if batch % process_count:
     raise ValueError(f"batch {batch} does not divide by {process_count} processes")
   rows = batch // process_count
@@ -188,8 +215,8 @@ class ArraySource(IteratorSource):
     self.seed = seed
     self.process_index, self.process_count = process_index, process_count
     self.threads = threads
-    self._labeled_rows = process_rows(labeled_batch_size, process_index, process_count)
-    self._unlabeled_rows = process_rows(unlabeled_batch_size, process_index, process_count)
+    self._labeled_rows = process_share(labeled_batch_size, process_index, process_count)
+    self._unlabeled_rows = process_share(unlabeled_batch_size, process_index, process_count)
     self._labeled_indices = EpochIndices(len(labeled_y), seed, LABELED)
     self._unlabeled_indices = EpochIndices(len(unlabeled_x), seed, UNLABELED)
 
@@ -223,28 +250,15 @@ class ArraySource(IteratorSource):
 
   def dataset(self, start: int) -> tf.data.Dataset:
     """This process's batches from global step `start` on (float32, normalized)."""
-    aug = self.augment
-
-    def labeled_view(image, label, seed):
-      return {"labeled_x": aug.weak(image, seed), "labeled_y": label}
-
-    def unlabeled_views(image, label, seed):
-      weak_seed, strong_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-      weak = aug.weak(image, weak_seed)
-      return {"unlabeled_weak": weak, "unlabeled_strong": aug.strong(weak, strong_seed),
-              "unlabeled_y": label}
-
     labeled = self._stream(start, LABELED, self.labeled_batch_size, self._labeled_rows,
                            self._labeled_indices, self.labeled_x, self.labeled_y,
-                           labeled_view)
+                           self.augment.labeled_view)
     unlabeled = self._stream(start, UNLABELED, self.unlabeled_batch_size,
                              self._unlabeled_rows, self._unlabeled_indices, self.unlabeled_x,
-                             self.unlabeled_y, unlabeled_views)
+                             self.unlabeled_y, self.augment.unlabeled_views)
 
     def finish(lab, unlab):
-      out = {**lab, **unlab}
-      for key in ("labeled_x", "unlabeled_weak", "unlabeled_strong"):
-        out[key] = normalize(out[key], self.name)
+      out = normalize_views({**lab, **unlab}, self.name)
       if self.unlabeled_y is None:
         del out["unlabeled_y"]
       return out

@@ -1,21 +1,10 @@
-"""Small tfds image sets (CIFAR-10, SVHN) read whole into host memory, never downloaded.
-
-The paper's splits (docs/METHOD.md, section 6) come from `splits.labeled_unlabeled_validation` on
-the training split's labels: CIFAR-10-4K is 400 labeled per class, 500 per class held out
-for validation (5,000) and the other 41,000 unlabeled; the test split is the 10,000 test
-images. SVHN-1K is 100 labeled per class from `train` (its unlabeled pool adds `extra`).
-"""
+"""Prepared tfds data, never downloaded: a missing data set fails at once with the command
+that prepares it. Small splits (CIFAR-10, SVHN) are read whole into host memory.
+TensorFlow is imported inside the functions that need it."""
 
 import numpy as np
 
 from mpl_jax.errors import ConfigError
-
-PAPER_SPLITS = {
-    "cifar10": {"labeled_per_class": 400, "validation_per_class": 500,
-                "unlabeled_extra_splits": (), "test_split": "test"},
-    "svhn_cropped": {"labeled_per_class": 100, "validation_per_class": 500,
-                     "unlabeled_extra_splits": ("extra",), "test_split": "test"},
-}
 
 
 class DataNotFoundError(ConfigError):
