@@ -1,45 +1,39 @@
-"""The JAX side of the benchmarks: an MPL step as `mpl_jax.train` builds and jits it, and
-the passes it is made of, each as its own jitted function.
+"""The JAX side of the benchmarks: the MPL step a config file trains, built and jitted as
+`mpl_jax.train` does it, and the passes it is made of, each as its own jitted function.
 
-Mirrors `mpl_jax.experiment.build` (networks, optimizers, StepDeps, initial state) and
-`mpl_jax.train` (the non-finite guard around the step, one jit with the state donated)
-without importing either: those pull in TensorFlow and ml_collections through the data
-and config code, and this module must run where only JAX, Flax and optax are installed.
+Every setting comes from a config file (`CONFIGS`, or `Case.config`): the networks,
+optimizers and `StepDeps` are `mpl_jax.networks.build` of that config, with only what a
+benchmark varies written over it (`Case.overrides`: batch, model size, estimator, dtype,
+image size; the student does not wait, so its learning rate and the reward are not zero).
+No data is read and neither TensorFlow nor clu is imported: this module runs where JAX,
+Flax, optax and ml_collections (pure Python, for the config files) are installed.
 """
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mpl_jax import config_files
+from mpl_jax import data as data_lib
 from mpl_jax import estimators
 from mpl_jax import guards
 from mpl_jax import losses
-from mpl_jax import models
-from mpl_jax import optim
-from mpl_jax import step as step_lib
-from mpl_jax.state import NetState, TrainState, ema_update, initial_state, make_apply
+from mpl_jax import networks
+from mpl_jax.state import NetState, TrainState, ema_update, initial_state
+from mpl_jax.steps import mpl as mpl_steps
+from mpl_jax.steps import settings as step_settings
 
-MODELS = ("wide_resnet", "resnet50")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = ("float32", "bfloat16")
-
-# The paper's settings (docs/METHOD.md, section 6): CIFAR-10 for WRN-28-k, ImageNet for ResNet-50.
-# The student does not wait here, so its learning rate (and the reward) is not zero.
-PAPER = {
-    "wide_resnet": dict(image_size=32, num_classes=10, label_smoothing=0.15, ema_decay=0.995,
-                        uda=step_lib.UdaSettings(weight=8.0, ramp_steps=5000,
-                                                 temperature=0.7, threshold=0.6),
-                        dropout_rate=0.2, student_lr=0.05, teacher_lr=0.05,
-                        weight_decay=5e-4, grad_clip_norm=0.0, total_steps=300_000),
-    "resnet50": dict(image_size=224, num_classes=1000, label_smoothing=0.1, ema_decay=0.999,
-                     uda=step_lib.UdaSettings(weight=20.0, ramp_steps=50_000,
-                                              temperature=0.5, threshold=0.6),
-                     dropout_rate=0.1, student_lr=0.4, teacher_lr=0.6, weight_decay=1e-4,
-                     grad_clip_norm=5.0, total_steps=700_000),
-}
+# The config each model is benchmarked with: the paper's CIFAR-10 and ImageNet-10% runs.
+CONFIGS = {"wide_resnet": os.path.join(ROOT, "configs", "cifar10_wrn28_2.py") + ":mpl",
+           "resnet50": os.path.join(ROOT, "configs", "imagenet10_resnet50.py") + ":mpl"}
+MODELS = tuple(CONFIGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,19 +48,41 @@ class Case:
   estimator: str = "reinforce"  # reinforce | meta | off
   reward: str = "dot"          # dot | taylor (reinforce only)
   dtype: str = "float32"       # compute dtype; parameters stay float32
-  image_size: int | None = None  # None: the paper's (32 CIFAR, 224 ImageNet)
+  image_size: int | None = None  # None: the config's (32 CIFAR, 224 ImageNet)
+  config: str | None = None    # a config file[:arg]; None: CONFIGS[model]
 
   @property
   def unlabeled_batch(self) -> int:
     return self.mu * self.labeled_batch
 
   @property
-  def settings(self) -> dict[str, Any]:
-    return PAPER[self.model]
+  def config_file(self) -> str:
+    return self.config or CONFIGS[self.model]
+
+  def overrides(self) -> dict[str, Any]:
+    """What the benchmark writes over the config file."""
+    out = {"data.labeled_batch_size": self.labeled_batch,
+           "data.unlabeled_batch_size": self.unlabeled_batch,
+           "mpl.estimator": self.estimator, "mpl.reward": self.reward, "mpl.labels": "auto",
+           "model.dtype": self.dtype, "student.wait_steps": 0, "accum_steps": 1}
+    if self.image_size:
+      out["data.image_size"] = self.image_size
+    if self.model == "wide_resnet":
+      out.update({"model.depth": self.depth, "model.width": self.width})
+    return out
+
+  @functools.cached_property
+  def train_config(self):
+    """The config file's config with `overrides` written over it."""
+    return config_files.load(self.config_file, self.overrides())
 
   @property
   def size(self) -> int:
-    return self.image_size or self.settings["image_size"]
+    return int(self.train_config.data.image_size)
+
+  @property
+  def num_classes(self) -> int:
+    return data_lib.spec(self.train_config.data).num_classes
 
   @property
   def images_per_step(self) -> int:
@@ -74,8 +90,9 @@ class Case:
     return self.labeled_batch * (1 + 2 * self.mu)
 
   def describe(self) -> dict[str, Any]:
-    out = dataclasses.asdict(self)
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     out["image_size"] = self.size
+    out["config"] = os.path.relpath(self.config_file, ROOT)
     if self.model != "wide_resnet":
       out.pop("depth")
       out.pop("width")
@@ -97,36 +114,20 @@ def check(case: Case) -> None:
     raise ValueError("labeled_batch and mu must be at least 1")
 
 
-def build_module(case: Case):
-  """The Flax module for the case (the same for teacher and student, as in the paper)."""
-  s = case.settings
-  cfg = {"name": case.model, "dropout_rate": s["dropout_rate"], "bn_momentum": 0.99,
-         "dtype": case.dtype}
-  if case.model == "wide_resnet":
-    cfg.update(depth=case.depth, width=case.width)
-  return models.build(cfg, s["num_classes"])
-
-
-def _optimizer(case: Case, learning_rate: float):
-  s = case.settings
-  return optim.make_optimizer(
-      {"learning_rate": learning_rate, "momentum": 0.9, "nesterov": True,
-       "weight_decay": s["weight_decay"], "grad_clip_norm": s["grad_clip_norm"],
-       "warmup_steps": 5000, "schedule": "cosine"}, s["total_steps"])
-
-
-def build_deps(case: Case) -> step_lib.StepDeps:
-  """StepDeps as `mpl_jax.experiment.build` makes them for an MPL config."""
+def build_networks(case: Case) -> networks.Networks:
+  """`mpl_jax.networks.build` of the case's config: what `mpl_jax.train` would train."""
   check(case)
-  s = case.settings
-  apply = make_apply(build_module(case))
-  student = step_lib.Network(apply, *_optimizer(case, s["student_lr"]))
-  teacher = step_lib.Network(apply, *_optimizer(case, s["teacher_lr"]))
-  return step_lib.StepDeps(
-      student=student, teacher=teacher, num_classes=s["num_classes"],
-      label_smoothing=s["label_smoothing"], ema_decay=s["ema_decay"], uda=s["uda"],
-      mpl=step_lib.MplSettings(estimator=case.estimator, reward=case.reward,
-                               labels=estimators.resolve_labels(case.estimator, "auto")))
+  return networks.build(case.train_config)
+
+
+def build_module(case: Case):
+  """The Flax module of the case (the same for teacher and student, as in the paper)."""
+  return build_networks(case).student_module
+
+
+def build_deps(case: Case) -> step_settings.StepDeps:
+  """The StepDeps `mpl_jax.train` binds to the MPL step of the case's config."""
+  return build_networks(case).deps
 
 
 def _host_values(abstract, rng: np.random.Generator):
@@ -145,7 +146,7 @@ def _host_values(abstract, rng: np.random.Generator):
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
-def init_state(case: Case, deps: step_lib.StepDeps, seed: int = 0) -> TrainState:
+def init_state(case: Case, deps: step_settings.StepDeps, seed: int = 0) -> TrainState:
   """A fresh TrainState (teacher, student, EMA) of the experiment's structure.
 
   The variables get their shapes from Flax (`jax.eval_shape` of the module's init) and
@@ -175,14 +176,14 @@ def make_batch(case: Case, seed: int = 1) -> dict[str, jax.Array]:
   b, u = case.labeled_batch, case.unlabeled_batch
   weak = image(u)
   batch = {"labeled_x": image(b),
-           "labeled_y": rng.integers(0, case.settings["num_classes"], b).astype(np.int32),
+           "labeled_y": rng.integers(0, case.num_classes, b).astype(np.int32),
            "unlabeled_weak": weak, "unlabeled_strong": weak + 0.5 * image(u)}
   return jax.device_put(batch)
 
 
-def jit_step(deps: step_lib.StepDeps) -> Callable:
+def jit_step(deps: step_settings.StepDeps) -> Callable:
   """The MPL step as `mpl_jax.train` jits it: guarded, the state donated."""
-  step_fn = guards.guard_step(functools.partial(step_lib.mpl_step, deps=deps),
+  step_fn = guards.guard_step(functools.partial(mpl_steps.mpl_step, deps=deps),
                               skip_nonfinite=False)
   return jax.jit(step_fn, donate_argnums=(0,))
 
@@ -224,7 +225,7 @@ def _meta_feedback(apply, lr, params, model_state, u_s, t_s, x_l, y_l, rng):
   return jax.grad(objective, has_aux=True)(t_s)
 
 
-def _updates_and_ema(deps: step_lib.StepDeps, state: TrainState, teacher_grads, student_grads):
+def _updates_and_ema(deps: step_settings.StepDeps, state: TrainState, teacher_grads, student_grads):
   """Both optimizer updates at the step's learning rates and the student's EMA."""
   def update(net, network, grads):
     updates, opt_state = network.tx.update(grads, net.opt_state, net.params)
@@ -246,7 +247,7 @@ class Part:
   args: tuple
 
 
-def parts(case: Case, deps: step_lib.StepDeps, state: TrainState,
+def parts(case: Case, deps: step_settings.StepDeps, state: TrainState,
           batch: dict[str, jax.Array]) -> list[Part]:
   """The passes the case's step needs, in the order the step runs them.
 
@@ -258,7 +259,7 @@ def parts(case: Case, deps: step_lib.StepDeps, state: TrainState,
   - both optimizer updates and the student's EMA.
   """
   apply = deps.student.apply
-  num_classes = case.settings["num_classes"]
+  num_classes = case.num_classes
   rng = jax.random.key(3)
   x_l, u_w, u_s = batch["labeled_x"], batch["unlabeled_weak"], batch["unlabeled_strong"]
   y_l = losses.one_hot(batch["labeled_y"], num_classes)

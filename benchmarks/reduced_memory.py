@@ -15,7 +15,6 @@ Imports no TensorFlow.
 """
 
 import argparse
-import dataclasses
 import json
 
 import jax
@@ -23,9 +22,8 @@ import jax.numpy as jnp
 
 from benchmarks import jax_case
 from benchmarks import step_bench
-from mpl_jax import step as step_lib
-from mpl_jax.models import reduced as reduced_models
-from mpl_jax.state import init_net, initial_state, make_apply
+from mpl_jax import config_files
+from mpl_jax import networks
 
 
 def _bytes(tree) -> int:
@@ -39,36 +37,26 @@ def _count(tree) -> int:
 def measure(*, model: str = "wide_resnet", depth: int = 28, width: int = 2,
             labeled_batch: int = 128, mu: int = 7, image_size: int | None = None,
             hidden: tuple[int, ...] = (128,)) -> list[dict]:
-  """One row per variant ('mpl', 'reduced_mpl'): sizes and compiled peak memory."""
+  """One row per variant ('mpl', 'reduced_mpl'): sizes and compiled peak memory.
+
+  Both are built from the case's config file (`jax_case.Case`): as it stands for `mpl`,
+  and with `method=reduced_mpl` (teacher: `hidden` on the logits; no UDA) for the other.
+  """
   case = jax_case.Case(model=model, depth=depth, width=width, labeled_batch=labeled_batch,
                        mu=mu, image_size=image_size)
-  full = jax_case.build_deps(case)
-  k = full.num_classes
-  reduced_teacher = reduced_models.ReducedTeacher(num_classes=k, hidden=hidden)
-  small = dataclasses.replace(
-      full, uda=step_lib.UdaSettings(),  # one precomputed view: no consistency loss
-      teacher=step_lib.Network(make_apply(reduced_teacher), full.teacher.tx,
-                               full.teacher.learning_rate))
-  module = jax_case.build_module(case)
-  image = jax.ShapeDtypeStruct((1, case.size, case.size, 3), jnp.float32)
-  logits = jax.ShapeDtypeStruct((1, k), jnp.float32)
+  jax_case.check(case)
+  reduced = {"method": "reduced_mpl", "reduced_mpl.hidden": tuple(hidden), "uda.weight": 0.0}
   b, u = case.labeled_batch, case.unlabeled_batch
   images = lambda n: jax.ShapeDtypeStruct((n, case.size, case.size, 3), jnp.float32)
   batch = {"labeled_x": images(b), "labeled_y": jax.ShapeDtypeStruct((b,), jnp.int32),
            "unlabeled_weak": images(u), "unlabeled_strong": images(u)}
 
   rows = []
-  for variant, deps, teacher_module, teacher_sample in (
-      ("mpl", full, module, image), ("reduced_mpl", small, reduced_teacher, logits)):
-
-    def init(key, deps=deps, teacher_module=teacher_module, teacher_sample=teacher_sample):
-      ks, kt = jax.random.split(key)
-      student = init_net(module, deps.student.tx, ks, jnp.zeros(image.shape, image.dtype))
-      teacher = init_net(teacher_module, deps.teacher.tx, kt,
-                         jnp.zeros(teacher_sample.shape, teacher_sample.dtype))
-      return initial_state(student, teacher)
-
-    state = jax.eval_shape(init, jax.random.key(0))
+  for variant, overrides in (("mpl", {}), ("reduced_mpl", reduced)):
+    nets = networks.build(config_files.load(case.config_file,
+                                            {**case.overrides(), **overrides}))
+    deps, k = nets.deps, nets.deps.num_classes
+    state = jax.eval_shape(nets.init_fn, jax.random.key(0))
     step_batch = dict(batch)
     if variant == "reduced_mpl":
       step_batch["teacher_labeled_x"] = jax.ShapeDtypeStruct((b, k), jnp.float32)

@@ -1,6 +1,6 @@
 r"""A PyTorch MPL step, for speed comparisons only (not used for training).
 
-An independent implementation of the step `mpl_jax.step.mpl_step` computes with the
+An independent implementation of the step `mpl_jax.steps.mpl.mpl_step` computes with the
 default estimator (docs/METHOD.md, section 2), built for the same work per step:
 
   teacher forward (train mode) on concat[x_l, u_w, u_s]; smoothed CE on x_l; UDA on the

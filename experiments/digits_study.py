@@ -18,6 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import digits  # noqa: E402
+from mpl_jax import methods  # noqa: E402
 from mpl_jax import report  # noqa: E402
 
 # name -> (config method, overrides); `mpl` is the default estimator (REINFORCE, dot
@@ -51,7 +52,7 @@ def make_config(variant: str, seed: int, root: str = "/tmp/digits_study"):
   method, overrides = VARIANTS[variant]
   config = digits.get_config(method)
   config.seed = seed
-  if method == "reduced_mpl":
+  if methods.get(method).teacher_reads == "large_teacher_logits":
     config.reduced_mpl.large_teacher_workdir = os.path.join(root, LARGE_TEACHER, f"seed{seed}")
   config.print_progress = False
   for field, value in overrides.items():

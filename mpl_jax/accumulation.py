@@ -10,7 +10,7 @@ rounding. With BatchNorm each micro-batch is normalized by its own statistics (a
 device is in data-parallel training) and the running statistics move once per step,
 toward the mean of the micro-batches' statistics. Dropout and sampled pseudo labels draw
 from one key per micro-batch, so they match the large batch in distribution, not draw
-for draw. MPL's step needs three passes (`mpl_jax.step._mpl_step_accumulated`).
+for draw. MPL's step needs three passes (`mpl_jax.steps.mpl._mpl_step_accumulated`).
 """
 
 import jax

@@ -17,7 +17,7 @@ import numpy as np
 from mpl_jax import config_checks
 from mpl_jax import experiment as experiment_lib
 from mpl_jax import guards
-from mpl_jax import step as step_lib
+from mpl_jax.steps import common as step_common
 
 
 @dataclasses.dataclass
@@ -61,7 +61,7 @@ def train_seeds(config, seeds: Sequence[int]) -> SeedsResult:
       for k, v in jax.device_get(metrics).items():
         history.setdefault(k, []).append(np.asarray(v))
 
-  predict = jax.jit(jax.vmap(lambda p, ms, x: step_lib.predict(exp.deps.student.apply, p, ms, x)))
+  predict = jax.jit(jax.vmap(lambda p, ms, x: step_common.predict(exp.deps.student.apply, p, ms, x)))
   eval_x = np.stack([e.dataset.eval_x for e in exps])
   eval_y = np.stack([e.dataset.eval_y for e in exps])
 

@@ -22,6 +22,7 @@ import numpy as np
 from etils import epath
 
 from mpl_jax import files
+from mpl_jax import methods
 
 CURVES_FILE = "curves.png"
 EVENTS_PATTERN = "events.out.tfevents*"
@@ -110,7 +111,8 @@ def _title(root: epath.Path) -> str:
   method = results.get("method") or config.get("method") or "unknown method"
   parts = [method]
   estimator = config.get("mpl", {}).get("estimator")
-  if method in ("mpl", "reduced_mpl") and estimator:
+  entry = methods.METHODS.get(method)
+  if entry is not None and entry.feedback and estimator:
     parts.append(f"estimator {estimator}")
   if "seed" in config:
     parts.append(f"seed {config['seed']}")

@@ -25,7 +25,7 @@ from mpl_jax import files
 from mpl_jax import guards
 from mpl_jax import plots
 from mpl_jax import sharding
-from mpl_jax import step as step_lib
+from mpl_jax.steps import common as step_common
 
 CONSOLE_KEYS = ("loss", "reward", "accuracy", "feedback_to_supervised")
 
@@ -158,7 +158,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
       for phase in exp.phases
   }
   eval_fn = evaluate.make_eval_fn(
-      lambda p, ms, x: step_lib.predict(exp.deps.student.apply, p, ms, x))
+      lambda p, ms, x: step_common.predict(exp.deps.student.apply, p, ms, x))
 
   writer = metric_writers.create_default_writer(
       os.fspath(root / "tensorboard"), just_logging=not is_main, asynchronous=True)
@@ -169,7 +169,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   history: dict[str, list[float]] = {}
   preempted = False
   done = start
-  per_process = getattr(exp.dataset.source, "per_process", False)
+  per_process = exp.dataset.source.per_process
   try:
     with guards.PreemptionSignal(install=jax.process_count() == 1) as preemption:
       for step in range(start, total):
@@ -245,5 +245,5 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
 def predict_numpy(exp: experiment_lib.Experiment, params, model_state, x: np.ndarray
                   ) -> np.ndarray:
   """Eval-mode logits on host inputs (for plots and notebooks)."""
-  return np.asarray(jax.jit(lambda p, ms, v: step_lib.predict(
+  return np.asarray(jax.jit(lambda p, ms, v: step_common.predict(
       exp.deps.student.apply, p, ms, v))(params, model_state, x))

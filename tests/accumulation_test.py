@@ -10,17 +10,18 @@ from configs import digits
 from mpl_jax import accumulation
 from mpl_jax import config_checks
 from mpl_jax import experiment
-from mpl_jax import step as step_lib
 from mpl_jax import train
+from mpl_jax.steps import baselines as baseline_steps
+from mpl_jax.steps import mpl as mpl_steps
 from tests.helpers import flat_params, tiny_config
 
 UDA_THRESHOLD = 0.85  # masks part of the unlabeled rows (about 60% kept)
 
 STEPS = {
-    "supervised": step_lib.supervised_step,
-    "uda": step_lib.uda_step,
-    "pseudo_labels": step_lib.pseudo_label_step,
-    "mpl": step_lib.mpl_step,
+    "supervised": baseline_steps.supervised_step,
+    "uda": baseline_steps.uda_step,
+    "pseudo_labels": baseline_steps.pseudo_label_step,
+    "mpl": mpl_steps.mpl_step,
 }
 
 
@@ -102,7 +103,7 @@ def test_micro_batches_equal_the_large_batch(method, mpl, partial_mask):
 
 def test_finetune_micro_batches_equal_the_large_batch():
   exp, batch = _twomoon("mpl")
-  step_fn = lambda s, b, r, deps: step_lib.finetune_step(s, b, r, deps=deps, first_step=0)
+  step_fn = lambda s, b, r, deps: baseline_steps.finetune_step(s, b, r, deps=deps, first_step=0)
   _compare(exp, step_fn, batch, k=2, fixed_teacher=True)
 
 
@@ -121,8 +122,8 @@ def test_batchnorm_statistics_follow_the_mean_of_the_micro_batches():
   k = 2
   repeated = {name: np.repeat(v, k, axis=0) for name, v in batch.items()}
   rng = jax.random.key(1)
-  plain, _ = _one_step(exp, step_lib.mpl_step, batch, 1, rng, num_steps=2)
-  accumulated, _ = _one_step(exp, step_lib.mpl_step, repeated, k, rng, num_steps=2)
+  plain, _ = _one_step(exp, mpl_steps.mpl_step, batch, 1, rng, num_steps=2)
+  accumulated, _ = _one_step(exp, mpl_steps.mpl_step, repeated, k, rng, num_steps=2)
   plain, accumulated = _state_arrays(plain), _state_arrays(accumulated)
   assert "student/model_state" in plain and "teacher/model_state" in plain
   for name in plain:
@@ -142,9 +143,9 @@ def test_batchnorm_running_statistics_are_the_mean_over_distinct_micro_batches()
   batch = exp.dataset.source.batch(0)
   k = 2
   rng = jax.random.key(1)
-  accumulated, _ = _one_step(exp, step_lib.mpl_step, batch, k, rng)
+  accumulated, _ = _one_step(exp, mpl_steps.mpl_step, batch, k, rng)
   micro = accumulation.micro_batches(batch, k)
-  alone = [_one_step(exp, step_lib.mpl_step, {n: np.asarray(v[i]) for n, v in micro.items()},
+  alone = [_one_step(exp, mpl_steps.mpl_step, {n: np.asarray(v[i]) for n, v in micro.items()},
                      1, rng)[0] for i in range(k)]
   for net in ("student", "teacher"):
     got = flat_params(getattr(accumulated, net).model_state)

@@ -20,9 +20,11 @@ import pytest
 
 from mpl_jax import estimators
 from mpl_jax import losses
-from mpl_jax import step as step_lib
 from mpl_jax.models import mlp
 from mpl_jax.state import EmaState, NetState, TrainState, make_apply
+from mpl_jax.steps import baselines as baseline_steps
+from mpl_jax.steps import mpl as mpl_steps
+from mpl_jax.steps import settings as step_settings
 
 NUM_CLASSES, FEATURES, N_UNLABELED, N_LABELED = 3, 4, 3, 5
 
@@ -53,11 +55,11 @@ def _deps(module, eta, *, estimator, reward="dot", labels="sample", teacher_lr=1
           supervised_weight=0.0, feedback_weight=1.0, label_smoothing=0.0):
   apply = make_apply(module)
   sgd = optax.sgd(1.0)  # the step scales by the schedule's learning rate
-  return step_lib.StepDeps(
-      student=step_lib.Network(apply, sgd, lambda step: jnp.asarray(eta)),
-      teacher=step_lib.Network(apply, sgd, lambda step: jnp.asarray(teacher_lr)),
+  return step_settings.StepDeps(
+      student=step_settings.Network(apply, sgd, lambda step: jnp.asarray(eta)),
+      teacher=step_settings.Network(apply, sgd, lambda step: jnp.asarray(teacher_lr)),
       num_classes=NUM_CLASSES, label_smoothing=label_smoothing,
-      mpl=step_lib.MplSettings(estimator=estimator, reward=reward, labels=labels,
+      mpl=step_settings.MplSettings(estimator=estimator, reward=reward, labels=labels,
                                supervised_weight=supervised_weight,
                                feedback_weight=feedback_weight))
 
@@ -102,7 +104,7 @@ def _expected_reinforce_grad(module, teacher_params, student_params, batch, deps
     labels = jnp.array(labels)
     prob = jnp.prod(probs[jnp.arange(N_UNLABELED), labels])
     targets = losses.one_hot(labels, NUM_CLASSES)
-    _, d_feedback, _, _, _, _ = step_lib.student_step_and_feedback(
+    _, d_feedback, _, _, _, _ = mpl_steps.student_step_and_feedback(
         student, targets, t_s, batch, jnp.int32(0), jnp.float32(0.0), jax.random.key(0),
         deps=deps)
     (grad,) = pullback(d_feedback)
@@ -181,7 +183,7 @@ def test_meta_step_equals_grad_of_soft_label_objective():
   module, tp, sp, batch = _problem()
   eta = 0.5
   deps = _deps(module, eta, estimator="meta", labels="soft")
-  new_state, _ = step_lib.mpl_step(_state(module, tp, sp, deps), batch, jax.random.key(1),
+  new_state, _ = mpl_steps.mpl_step(_state(module, tp, sp, deps), batch, jax.random.key(1),
                                    deps=deps)
 
   def objective(t_params):
@@ -208,13 +210,13 @@ def test_mpl_step_uses_the_feedback_of_its_own_pseudo_labels():
   module, tp, sp, batch = _problem()
   deps = _deps(module, 0.3, estimator="reinforce", reward="dot", labels="argmax",
                supervised_weight=1.0, feedback_weight=2.0, label_smoothing=0.1)
-  new_state, metrics = step_lib.mpl_step(_state(module, tp, sp, deps), batch,
+  new_state, metrics = mpl_steps.mpl_step(_state(module, tp, sp, deps), batch,
                                          jax.random.key(1), deps=deps)
   u = batch["unlabeled_strong"]
   t_s, pullback = jax.vjp(lambda p: module.apply({"params": p}, u), tp)
   targets = losses.one_hot(jnp.argmax(t_s, -1), NUM_CLASSES)
   student = NetState(sp, {}, deps.student.tx.init(sp))
-  _, d_feedback, _, _, _, m = step_lib.student_step_and_feedback(
+  _, d_feedback, _, _, _, m = mpl_steps.student_step_and_feedback(
       student, targets, t_s, batch, jnp.int32(0), jnp.float32(0.0), jax.random.key(0),
       deps=deps)
   (feedback,) = pullback(d_feedback)
@@ -231,7 +233,7 @@ def test_mpl_step_uses_the_feedback_of_its_own_pseudo_labels():
 def test_off_estimator_leaves_teacher_untouched_without_supervision():
   module, tp, sp, batch = _problem()
   deps = _deps(module, 0.3, estimator="off", labels="sample")
-  new_state, _ = step_lib.mpl_step(_state(module, tp, sp, deps), batch, jax.random.key(1),
+  new_state, _ = mpl_steps.mpl_step(_state(module, tp, sp, deps), batch, jax.random.key(1),
                                    deps=deps)
   np.testing.assert_array_equal(_flat(new_state.teacher.params), _flat(tp))
   assert not np.array_equal(_flat(new_state.student.params), _flat(sp))
@@ -253,17 +255,17 @@ def test_finetune_restarts_momentum_at_its_first_step():
   module, tp, sp, batch = _problem()
   apply = make_apply(module)
   momentum = optax.sgd(1.0, momentum=0.9)
-  network = step_lib.Network(apply, momentum, lambda step: jnp.asarray(0.1))
-  deps = step_lib.StepDeps(student=network, teacher=None, num_classes=NUM_CLASSES)
+  network = step_settings.Network(apply, momentum, lambda step: jnp.asarray(0.1))
+  deps = step_settings.StepDeps(student=network, teacher=None, num_classes=NUM_CLASSES)
   stale = jax.tree.map(lambda x: jnp.full_like(x, 7.0), momentum.init(sp))
   state = TrainState(step=jnp.int32(5), student=NetState(sp, {}, stale),
                      student_ema=EmaState(sp, {}), teacher=None,
                      reward_baseline=jnp.float32(0.0), skipped_steps=jnp.int32(0),
                      first_nonfinite_step=jnp.int32(-1))
   grads = jax.grad(lambda p: _labeled_loss(module, p, batch))(sp)
-  at_start, _ = step_lib.finetune_step(state, batch, jax.random.key(0), deps=deps,
+  at_start, _ = baseline_steps.finetune_step(state, batch, jax.random.key(0), deps=deps,
                                        first_step=5)
-  later, _ = step_lib.finetune_step(state, batch, jax.random.key(0), deps=deps, first_step=2)
+  later, _ = baseline_steps.finetune_step(state, batch, jax.random.key(0), deps=deps, first_step=2)
   # A fresh trace after one step is the gradient itself; a stale one is 0.9 * 7 + g.
   np.testing.assert_allclose(_flat(at_start.student.opt_state[0].trace), _flat(grads),
                              rtol=1e-6)

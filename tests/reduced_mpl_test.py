@@ -10,12 +10,12 @@ import pytest
 from mpl_jax import config_checks
 from mpl_jax import experiment
 from mpl_jax import train
-from mpl_jax.models import reduced as reduced_models
+from mpl_jax.models import reduced_teacher
 from tests.helpers import flat_params, tiny_config
 
 
 def test_reduced_teacher_starts_as_the_identity_on_logits():
-  module = reduced_models.ReducedTeacher(num_classes=10, hidden=(32,))
+  module = reduced_teacher.ReducedTeacher(num_classes=10, hidden=(32,))
   logits = jax.random.normal(jax.random.key(0), (5, 10)) * 4
   params = module.init(jax.random.key(1), logits)
   np.testing.assert_array_equal(np.asarray(module.apply(params, logits)), np.asarray(logits))

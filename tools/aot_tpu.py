@@ -18,7 +18,8 @@ The batch is split over all chips in both layouts, so each chip sees `labeled_pe
 
 Setup (a separate venv: libtpu must not go into the project's CPU venv):
   python3.11 -m venv .venv-tpu
-  .venv-tpu/bin/pip install 'jax[tpu]==0.10.2' 'flax==0.12.8' 'optax==0.2.8'
+  .venv-tpu/bin/pip install 'jax[tpu]==0.10.2' 'flax==0.12.8' 'optax==0.2.8' \
+      'ml_collections==1.1.0'
 Run (the paper's per-core batch, EfficientNet-L2 teacher and student at 512x512):
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=1
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=16
@@ -45,13 +46,15 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
 from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
+from mpl_jax import config_files  # pylint: disable=g-import-not-at-top
+from mpl_jax import data as data_lib  # pylint: disable=g-import-not-at-top
 from mpl_jax import guards  # pylint: disable=g-import-not-at-top
-from mpl_jax import optim  # pylint: disable=g-import-not-at-top
+from mpl_jax import networks  # pylint: disable=g-import-not-at-top
 from mpl_jax import sharding  # pylint: disable=g-import-not-at-top
-from mpl_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 from mpl_jax.models import efficientnet  # pylint: disable=g-import-not-at-top
-from mpl_jax.state import init_net, initial_state, make_apply  # pylint: disable=g-import-not-at-top
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGSHIP = os.path.join(ROOT, "configs", "imagenet_efficientnet_l2.py")
 GIB = 1024**3
 # HBM per chip (device) as JAX sees it: v4 and v5p run as one megacore device per chip.
 HBM_GIB = {"TPU v4": 32, "TPU v5": 95, "TPU v5 lite": 16, "TPU v6 lite": 32}
@@ -67,42 +70,44 @@ def get_devices(topology: str) -> list:
   return list(topologies.get_topology_desc(topology, "tpu", **kwargs).devices)
 
 
-def network_config(learning_rate: float) -> dict:
-  """SGD-Nesterov with warmup, cosine, weight decay and clipping (configs/imagenet_*)."""
-  return {"learning_rate": learning_rate, "momentum": 0.9, "nesterov": True,
-          "weight_decay": 1e-4, "warmup_steps": 5000, "schedule": "cosine",
-          "grad_clip_norm": 5.0}
+def flagship_config(config: str = FLAGSHIP, *, variant: str | None = None,
+                    resolution: int | None = None, global_batch: tuple[int, int] | None = None,
+                    model_axis: int = 1, dtype: str | None = None, remat: bool | None = None,
+                    scan_blocks: bool | None = None, width: float | None = None,
+                    depth: float | None = None):
+  """The config a run of `config` (a file[:arg]) trains, with what the compile varies
+  written over it: the model's variant, size, dtype and remat, the image size, the global
+  (labeled, unlabeled) batch and the mesh's model axis."""
+  c = config_files.load(config)
+  c.mesh.model_axis = model_axis
+  for field, value in (("variant", variant), ("dtype", dtype), ("remat", remat),
+                       ("scan_blocks", scan_blocks), ("width", width), ("depth", depth)):
+    if value is not None:
+      c.model[field] = value
+  if resolution is not None:
+    c.data.image_size = resolution
+  if global_batch is not None:
+    c.data.labeled_batch_size, c.data.unlabeled_batch_size = global_batch
+  return c
 
 
-def build_step(module, num_classes: int, mesh, total_steps: int = 1_000_000,
-               split_gradients: bool = True):
-  """The flagship step (as `mpl_jax.train` jits it) and the init of its state.
+def build_networks(config, mesh, num_classes: int | None = None,
+                   split_gradients: bool = True) -> networks.Networks:
+  """`mpl_jax.networks.build` of `config` on `mesh`, as training builds it: with a 'model'
+  axis, parameters are gathered where a network runs (FSDP, `sharding.gather_before_use`).
+  `num_classes` overrides the data set's."""
+  spec = data_lib.spec(config.data)
+  if num_classes is not None:
+    spec = data_lib.DataSpec(num_classes, spec.input_shape)
+  return networks.build(config, spec, mesh, split_gradients=split_gradients)
 
-  With a 'model' axis in `mesh`, parameters are gathered where a network runs (FSDP), as
-  in training (`sharding.gather_before_use`).
-  """
-  student_tx, student_lr = optim.make_optimizer(
-      {**network_config(0.8), "wait_steps": 20000}, total_steps)
-  teacher_tx, teacher_lr = optim.make_optimizer(network_config(1.2), total_steps)
-  apply = sharding.gather_before_use(make_apply(module), mesh, split_gradients)
-  deps = step_lib.StepDeps(
-      student=step_lib.Network(apply, student_tx, student_lr),
-      teacher=step_lib.Network(apply, teacher_tx, teacher_lr),
-      num_classes=num_classes, label_smoothing=0.1, ema_decay=0.999,
-      uda=step_lib.UdaSettings(weight=20.0, ramp_steps=50000, temperature=0.5,
-                               threshold=0.6),
-      mpl=step_lib.MplSettings(estimator="reinforce", reward="dot", labels="sample"))
 
-  def step(state, batch, rng):
-    return step_lib.mpl_step(state, batch, rng, deps=deps)
-
-  def init(rng, sample):
-    rng_student, rng_teacher = jax.random.split(rng)
-    student = init_net(module, student_tx, rng_student, sample)
-    teacher = init_net(module, teacher_tx, rng_teacher, sample)
-    return initial_state(student, teacher)
-
-  return guards.guard_step(step, skip_nonfinite=False), init
+def build_step(config, mesh, num_classes: int | None = None, split_gradients: bool = True):
+  """The first step function of `config` (its MPL step), guarded as `mpl_jax.train` jits
+  it, and the init of its state."""
+  nets = build_networks(config, mesh, num_classes, split_gradients)
+  step_fn = nets.phase_at(0).step_fn
+  return guards.guard_step(step_fn, skip_nonfinite=config.skip_nonfinite), nets.init_fn
 
 
 def _oom_message(error: Exception) -> str:
@@ -113,32 +118,34 @@ def _oom_message(error: Exception) -> str:
 
 
 def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution: int,
-                     labeled_per_chip: int, unlabeled_per_chip: int, num_classes: int = 1000,
-                     dtype: str = "bfloat16", remat: bool = False, scan_blocks: bool = True,
+                     labeled_per_chip: int, unlabeled_per_chip: int,
+                     num_classes: int | None = None, dtype: str = "bfloat16",
+                     remat: bool = False, scan_blocks: bool = True,
                      width: float | None = None, depth: float | None = None,
-                     split_gradients: bool = True) -> dict:
-  """Lowers and compiles one MPL step for `topology`; returns sizes, memory and FLOPs."""
+                     split_gradients: bool = True, config: str = FLAGSHIP) -> dict:
+  """Lowers and compiles one MPL step of `config` for `topology`; returns sizes, memory
+  and FLOPs."""
   devices = get_devices(topology)
   n = len(devices)
   if n % model_axis:
     raise ValueError(f"--model_axis={model_axis} does not divide the {n} chips of {topology}")
   mesh = topologies.make_mesh(topologies.TopologyDescription(devices),
                               (n // model_axis, model_axis), ("data", "model"))
-  overrides = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
-  module = efficientnet.from_variant(
-      variant, num_classes, remat=remat, scan_blocks=scan_blocks, bn_momentum=0.99,
-      dtype={"bfloat16": jnp.bfloat16, "float32": jnp.float32}[dtype], **overrides)
+  n_l, n_u = labeled_per_chip * n, unlabeled_per_chip * n
+  train_config = flagship_config(
+      config, variant=variant, resolution=resolution, global_batch=(n_l, n_u),
+      model_axis=model_axis, dtype=dtype, remat=remat, scan_blocks=scan_blocks, width=width,
+      depth=depth)
   replicated = NamedSharding(mesh, P())
-  step, init = build_step(module, num_classes, mesh, split_gradients=split_gradients)
+  step, init = build_step(train_config, mesh, num_classes, split_gradients=split_gradients)
 
   image = (resolution, resolution, 3)
   rng = jax.eval_shape(lambda: jax.random.key(0))
-  abstract_state = jax.eval_shape(init, rng, jax.ShapeDtypeStruct((1,) + image, jnp.float32))
+  abstract_state = jax.eval_shape(init, rng)
   state_sharding = jax.tree.map(
       lambda leaf: NamedSharding(mesh, sharding.fsdp_spec(leaf.shape, model_axis)),
       abstract_state)
   batch_sharding = NamedSharding(mesh, P(("data", "model")))
-  n_l, n_u = labeled_per_chip * n, unlabeled_per_chip * n
   batch = {"labeled_x": jax.ShapeDtypeStruct((n_l,) + image, jnp.float32, sharding=batch_sharding),
            "labeled_y": jax.ShapeDtypeStruct((n_l,), jnp.int32, sharding=batch_sharding),
            "unlabeled_weak": jax.ShapeDtypeStruct((n_u,) + image, jnp.float32,
@@ -151,7 +158,8 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
 
   params = sum(x.size for x in jax.tree.leaves(abstract_state.student.params))
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
-  result = {"variant": variant, "topology": topology, "chips": n,
+  result = {"config": os.path.relpath(config.partition(":")[0], ROOT), "variant": variant,
+            "topology": topology, "chips": n,
             "device_kind": devices[0].device_kind, "mesh": f"{n // model_axis}x{model_axis}",
             "resolution": resolution, "labeled_per_chip": labeled_per_chip,
             "unlabeled_per_chip": unlabeled_per_chip, "global_batch": [n_l, n_u],
@@ -206,7 +214,10 @@ def main(argv=None) -> None:
                       help="paper: 2,048 labeled over 2,048 cores")
   parser.add_argument("--unlabeled_per_chip", type=int, default=8,
                       help="paper: 16,384 unlabeled over 2,048 cores")
-  parser.add_argument("--num_classes", type=int, default=1000)
+  parser.add_argument("--config", default=FLAGSHIP,
+                      help="the config file[:arg] whose MPL step is compiled")
+  parser.add_argument("--num_classes", type=int, default=None,
+                      help="override the data set's (ImageNet: 1000)")
   parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
   parser.add_argument("--remat", action="store_true", help="rematerialize every block")
   parser.add_argument("--scan_blocks", action=argparse.BooleanOptionalAction, default=True,
@@ -221,7 +232,7 @@ def main(argv=None) -> None:
       resolution=args.resolution, labeled_per_chip=args.labeled_per_chip,
       unlabeled_per_chip=args.unlabeled_per_chip, num_classes=args.num_classes,
       dtype=args.dtype, remat=args.remat, scan_blocks=args.scan_blocks, width=args.width,
-      depth=args.depth, split_gradients=args.split_gradients)
+      depth=args.depth, split_gradients=args.split_gradients, config=args.config)
   r = result
   print(f"{r['variant']} x2 (teacher + student), {r['params_per_network'] / 1e6:.1f}M params "
         f"each, {r['resolution']}px, {r['labeled_per_chip']}+{r['unlabeled_per_chip']} "

@@ -1,9 +1,9 @@
-"""Reduced MPL (paper Appendix E): one large network in memory, not two.
+"""Reduced MPL's frozen large teacher (paper Appendix E): one large network in memory, not two.
 
 A large teacher is trained first, by any method, in its own workdir, and frozen. At the
 start of a `reduced_mpl` run its logits on every labeled and unlabeled example are
 computed once (eval mode, un-augmented inputs) and the large network is dropped. MPL then
-trains a small reduced teacher (`models.reduced.ReducedTeacher`, which starts as the
+trains a small reduced teacher (`models.reduced_teacher.ReducedTeacher`, which starts as the
 identity on those logits) together with the student: the reduced teacher reads the large
 teacher's logits of each image instead of the image, and the student learns from its
 pseudo labels on the image's strong view, as in MPL.
@@ -11,6 +11,7 @@ pseudo labels on the image's strong view, as in MPL.
 Only in-memory data sets are supported (the logits are held next to the arrays).
 """
 
+import dataclasses
 import json
 from typing import Any
 
@@ -20,10 +21,11 @@ import ml_collections
 import numpy as np
 
 from mpl_jax import checkpointing
+from mpl_jax import data as data_lib
 from mpl_jax import files
+from mpl_jax import methods
+from mpl_jax import networks
 from mpl_jax.errors import ConfigError
-
-NETWORKS = ("student", "student_ema", "teacher")
 # Data fields that change how batches are drawn or augmented, not which examples are
 # labeled, held out or tested: the large teacher may differ in these.
 NOT_SPLIT_FIELDS = ("labeled_batch_size", "unlabeled_batch_size", "max_shift", "cutout_size",
@@ -64,9 +66,14 @@ def large_teacher_config(config) -> ml_collections.ConfigDict:
                       "(config.json and results.json); train the large teacher there first")
   saved = json.loads((root / "config.json").read_text())
   here = json.loads(json.dumps(config.to_dict(), default=str))
-  if saved.get("method") == "reduced_mpl":
-    raise ConfigError(f"the run in {workdir} is itself a reduced_mpl run; use the large "
-                      "teacher's own workdir (or any run that trains its network on images)")
+  saved_method = methods.METHODS.get(saved.get("method"))
+  if saved_method is None:
+    raise ConfigError(f"the run in {workdir} has method={saved.get('method')!r}, unknown "
+                      f"here; valid: {list(methods.METHODS)}")
+  if saved_method.teacher_reads != "images":
+    raise ConfigError(f"the run in {workdir} is itself a {saved_method.name} run; use the "
+                      "large teacher's own workdir (or any run that trains its network on "
+                      "images)")
   for section in ("data", "seed"):
     found = _first_difference(_split_fields(saved.get(section)), _split_fields(here[section]),
                               section)
@@ -74,7 +81,7 @@ def large_teacher_config(config) -> ml_collections.ConfigDict:
       raise ConfigError(f"the large teacher in {workdir} was trained on other data ({found}); "
                         "reduced MPL needs the same data splits and seed, so that its "
                         "logits carry no label this run must not see")
-  if cfg.large_teacher_network == "teacher" and saved["method"] not in ("mpl", "pseudo_labels"):
+  if cfg.large_teacher_network == "teacher" and not saved_method.has_teacher:
     raise ConfigError(f"reduced_mpl.large_teacher_network=teacher but the run in {workdir} "
                       f"({saved['method']}) has no teacher; use student or student_ema")
   return ml_collections.ConfigDict(_with_missing_fields(saved, here))
@@ -94,10 +101,9 @@ def _with_missing_fields(saved: dict, current: dict) -> dict:
 def precompute_logits(config, inputs: dict[str, np.ndarray], batch_size: int = 512
                       ) -> dict[str, np.ndarray]:
   """The frozen large teacher's eval-mode logits of each array in `inputs` (float32)."""
-  from mpl_jax import experiment  # pylint: disable=g-import-not-at-top
   teacher_config = large_teacher_config(config)
-  exp = experiment.build(teacher_config)
-  abstract = jax.eval_shape(exp.init_fn, jax.random.key(0))
+  nets = networks.build(teacher_config)
+  abstract = jax.eval_shape(nets.init_fn, jax.random.key(0))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                         abstract)
@@ -113,13 +119,27 @@ def precompute_logits(config, inputs: dict[str, np.ndarray], batch_size: int = 5
     raise ConfigError(f"{config.reduced_mpl.large_teacher_workdir} has no checkpoint to read "
                       "the large teacher from")
   net = getattr(restored[0], config.reduced_mpl.large_teacher_network)
-  apply = exp.deps.student.apply
+  apply = nets.deps.student.apply
   logits_fn = jax.jit(lambda params, model_state, x: apply(
       params, model_state, x, train=False)[0].astype(jnp.float32))
   out = {}
   for name, x in inputs.items():
     parts = [np.asarray(logits_fn(net.params, net.model_state, x[i:i + batch_size]))
              for i in range(0, len(x), batch_size)]
-    out[name] = np.concatenate(parts) if parts else np.zeros((0, exp.dataset.num_classes),
+    out[name] = np.concatenate(parts) if parts else np.zeros((0, nets.deps.num_classes),
                                                               np.float32)
   return out
+
+
+def with_logits(config, dataset: data_lib.Dataset) -> data_lib.Dataset:
+  """`dataset` whose batches also carry the frozen large teacher's logits of every labeled
+  and unlabeled row, as `teacher_labeled_x` / `teacher_unlabeled_x` (computed once)."""
+  source = dataset.source
+  if not isinstance(source, data_lib.InMemorySource):
+    raise ConfigError(f"method=reduced_mpl needs a data set held in memory; data.name="
+                      f"{config.data.name} is streamed")
+  logits = precompute_logits(config, {"labeled": source.labeled_x,
+                                      "unlabeled": source.unlabeled_x})
+  return dataclasses.replace(dataset, source=dataclasses.replace(
+      source, labeled_extra={"teacher_labeled_x": logits["labeled"]},
+      unlabeled_extra={"teacher_unlabeled_x": logits["unlabeled"]}))

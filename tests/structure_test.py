@@ -1,0 +1,472 @@
+"""Architecture rules of the package, read from the sources with `ast` (nothing is imported).
+
+1. No import circles among the modules of mpl_jax/: lazy imports inside functions and imports
+   under `if TYPE_CHECKING` count like any other.
+2. No source file under mpl_jax/ longer than MAX_LINES lines.
+3. No method chosen by comparing it with strings outside the method registry
+   mpl_jax/methods.py.
+
+Each rule is a function of a root directory: the real-tree tests run it on this checkout, the
+unit tests below on small trees written under `tmp_path`.
+"""
+
+import ast
+import dataclasses
+import pathlib
+from typing import Iterable, Iterator
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = "mpl_jax"
+MAX_LINES = 400
+REGISTRY = "mpl_jax/methods.py"
+# Where a method must not be chosen by string. configs/ is left out on purpose: experiment
+# files legitimately pick their settings per method.
+METHOD_CHOICE_PATHS = ("mpl_jax", "tools", "benchmarks", "experiments", "main.py")
+MAX_CYCLES = 100  # a safeguard: elementary circles can be many in a large tangle
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_CHOICE_OPS = (ast.Eq, ast.NotEq, ast.In, ast.NotIn)
+
+
+def _python_files(root: pathlib.Path, rel: str) -> list[pathlib.Path]:
+  """The .py files at root/rel (a file, or a folder searched recursively), sorted."""
+  path = root / rel
+  if path.is_file():
+    return [path] if path.suffix == ".py" else []
+  return sorted(p for p in path.rglob("*.py")
+                if not any(part == "__pycache__" or part.startswith(".")
+                           for part in p.relative_to(root).parts))
+
+
+def _rel(root: pathlib.Path, path: pathlib.Path) -> str:
+  return path.relative_to(root).as_posix()
+
+
+def _one_line(text: str) -> str:
+  return " ".join(text.split())
+
+
+# Rule 1: import circles.
+
+
+@dataclasses.dataclass(frozen=True)
+class Import:
+  """One import of a package module: who imports what, where, and the statement's text."""
+  source: str
+  target: str
+  path: str
+  line: int
+  where: str  # "" at module level, "in a function" or "under TYPE_CHECKING"
+  text: str
+
+
+def _module_name(root: pathlib.Path, path: pathlib.Path) -> str:
+  parts = path.relative_to(root).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
+  """Module name -> file of every module under root/mpl_jax (a package is its __init__.py)."""
+  return {_module_name(root, p): p for p in _python_files(root, PACKAGE)}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+  return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+      isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_statements(nodes: Iterable[ast.AST], where: str = "") -> Iterator[tuple]:
+  """Every import statement among nodes and below them, with where it sits."""
+  for node in nodes:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      yield node, where
+    elif isinstance(node, ast.If) and _is_type_checking(node.test):
+      yield from _import_statements(node.body, where or "under TYPE_CHECKING")
+      yield from _import_statements(node.orelse, where)
+    else:
+      inner = "in a function" if isinstance(node, _FUNCTIONS) else where
+      yield from _import_statements(ast.iter_child_nodes(node), inner)
+
+
+def _closest_module(name: str | None, modules: dict) -> str | None:
+  """name if it is a module, else its closest enclosing module; None outside the package."""
+  while name:
+    if name in modules:
+      return name
+    name = name.rpartition(".")[0]
+  return None
+
+
+def _from_base(importer: str, is_package: bool, node: ast.ImportFrom) -> str | None:
+  """The absolute module a `from X import ...` reads from, relative imports resolved."""
+  if not node.level:
+    return node.module
+  package = importer.split(".") if is_package else importer.split(".")[:-1]
+  if node.level > len(package):
+    return None
+  base = ".".join(package[:len(package) - node.level + 1])
+  return f"{base}.{node.module}" if node.module else base
+
+
+def _imported_names(importer: str, is_package: bool, node: ast.AST) -> list[str]:
+  """The dotted names a statement may import: `from a import b` may mean module a.b."""
+  if isinstance(node, ast.Import):
+    return [alias.name for alias in node.names]
+  base = _from_base(importer, is_package, node)
+  if base is None:
+    return []
+  return [base if alias.name == "*" else f"{base}.{alias.name}" for alias in node.names]
+
+
+def _imports_of(root: pathlib.Path, path: pathlib.Path, modules: dict) -> list[Import]:
+  """The package modules that the file at path imports, self-imports left out."""
+  source = path.read_text()
+  importer = _module_name(root, path)
+  found = []
+  for node, where in _import_statements([ast.parse(source, filename=str(path))]):
+    text = _one_line(ast.get_source_segment(source, node) or "")
+    for name in _imported_names(importer, path.name == "__init__.py", node):
+      target = _closest_module(name, modules)
+      if target and target != importer:
+        found.append(Import(importer, target, _rel(root, path), node.lineno, where, text))
+  return found
+
+
+def import_graph(root: pathlib.Path) -> dict[str, dict[str, list[Import]]]:
+  """Importer -> imported module -> the imports behind that edge, for the package at root."""
+  modules = package_modules(root)
+  graph = {name: {} for name in modules}
+  for path in modules.values():
+    for imp in _imports_of(root, path, modules):
+      graph[imp.source].setdefault(imp.target, []).append(imp)
+  return graph
+
+
+def strongly_connected(graph: dict[str, Iterable[str]]) -> list[list[str]]:
+  """Tarjan's strongly connected components of graph (iterative), each sorted."""
+  index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+  def visit(node):
+    index[node] = low[node] = len(index)
+    stack.append(node)
+    on_stack.add(node)
+    return node, iter(sorted(graph.get(node, ())))
+
+  for start in sorted(graph):
+    if start in index:
+      continue
+    work = [visit(start)]
+    while work:
+      node, children = work[-1]
+      child = next(children, None)
+      if child is not None:
+        if child not in index:
+          work.append(visit(child))
+        elif child in on_stack:
+          low[node] = min(low[node], index[child])
+        continue
+      work.pop()
+      if work:
+        low[work[-1][0]] = min(low[work[-1][0]], low[node])
+      if low[node] == index[node]:
+        component = []
+        while not component or component[-1] != node:
+          component.append(stack.pop())
+          on_stack.discard(component[-1])
+        components.append(sorted(component))
+  return components
+
+
+def _cycles_in(component: list[str], graph: dict, limit: int) -> list[list[str]]:
+  """The elementary circles within one component, each from its smallest module, closed."""
+  cycles = []
+
+  def extend(path, allowed):
+    for nxt in sorted(graph[path[-1]]):
+      if len(cycles) >= limit:
+        return
+      if nxt == path[0]:
+        cycles.append(path + [nxt])
+      elif nxt in allowed and nxt not in path:
+        extend(path + [nxt], allowed)
+
+  for i, start in enumerate(component):
+    extend([start], set(component[i + 1:]))
+  return cycles
+
+
+def import_cycles(root: pathlib.Path) -> list[list[Import]]:
+  """Every import circle of the package at root, as the imports that close it, in order."""
+  graph = import_graph(root)
+  cycles = []
+  for component in strongly_connected(graph):
+    if len(component) > 1:
+      for cycle in _cycles_in(component, graph, MAX_CYCLES - len(cycles)):
+        cycles.append([graph[a][b][0] for a, b in zip(cycle, cycle[1:])])
+  return cycles
+
+
+def _cycle_lines(cycle: list[Import], graph: dict) -> list[str]:
+  names = [imp.source for imp in cycle] + [cycle[0].source]
+  lines = ["  " + " -> ".join(names)]
+  for imp in cycle:
+    for site in graph[imp.source][imp.target]:
+      where = f" ({site.where})" if site.where else ""
+      lines.append(f"      {site.path}:{site.line}{where}: {site.text}")
+  return lines
+
+
+def cycles_message(cycles: list[list[Import]], graph: dict) -> str:
+  lines = [f"{len(cycles)} import circle(s) in {PACKAGE}/. Break each one: move what both "
+           "modules need into a lower module that imports neither, or pass it in as an "
+           "argument. A lazy import inside a function still closes a circle."]
+  for cycle in cycles:
+    lines += _cycle_lines(cycle, graph)
+  if len(cycles) >= MAX_CYCLES:
+    lines.append(f"  (stopped after {MAX_CYCLES} circles; break these first)")
+  return "\n".join(lines)
+
+
+# Rule 2: file length.
+
+
+def long_files(root: pathlib.Path, limit: int = MAX_LINES) -> list[tuple[str, int]]:
+  """(path, line count) of every source file under root/mpl_jax longer than limit lines."""
+  counts = ((_rel(root, p), len(p.read_text().splitlines()))
+            for p in _python_files(root, PACKAGE))
+  return [(path, n) for path, n in counts if n > limit]
+
+
+def long_files_message(found: list[tuple[str, int]]) -> str:
+  lines = [f"{len(found)} file(s) in {PACKAGE}/ longer than {MAX_LINES} lines. Split each by "
+           "responsibility into smaller modules (and keep the split free of import circles):"]
+  lines += [f"  {path}: {n} lines" for path, n in found]
+  return "\n".join(lines)
+
+
+# Rule 3: methods chosen by string.
+
+
+def _is_string(node: ast.AST, value: str | None = None) -> bool:
+  return (isinstance(node, ast.Constant) and isinstance(node.value, str)
+          and (value is None or node.value == value))
+
+
+def _is_strings(node: ast.AST) -> bool:
+  """Whether node is a string constant or a non-empty tuple, list or set of them."""
+  if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+    return bool(node.elts) and all(_is_string(e) for e in node.elts)
+  return _is_string(node)
+
+
+def _is_method(node: ast.AST) -> bool:
+  """Whether node reads a method: `method`, `x.method`, `x["method"]`, `x.get("method")`."""
+  if isinstance(node, ast.Name):
+    return node.id == "method"
+  if isinstance(node, ast.Attribute):
+    return node.attr == "method"
+  if isinstance(node, ast.Subscript):
+    return _is_string(node.slice, "method")
+  return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr == "get" and bool(node.args) and _is_string(node.args[0], "method"))
+
+
+def _chooses_method(node: ast.Compare) -> bool:
+  operands = [node.left, *node.comparators]
+  return any(isinstance(op, _CHOICE_OPS) and (
+      (_is_method(a) and _is_strings(b)) or (_is_strings(a) and _is_method(b)))
+             for op, a, b in zip(node.ops, operands, operands[1:]))
+
+
+def method_choices(root: pathlib.Path) -> list[tuple[str, int, str]]:
+  """(path, line, source) of every comparison of a method with strings outside the registry."""
+  found = []
+  for rel in METHOD_CHOICE_PATHS:
+    for path in _python_files(root, rel):
+      if _rel(root, path) == REGISTRY:
+        continue
+      source = path.read_text()
+      for node in ast.walk(ast.parse(source, filename=str(path))):
+        if isinstance(node, ast.Compare) and _chooses_method(node):
+          text = _one_line(ast.get_source_segment(source, node) or "")
+          found.append((_rel(root, path), node.lineno, text))
+  return sorted(found)
+
+
+def method_choices_message(found: list[tuple[str, int, str]]) -> str:
+  lines = [f"{len(found)} method(s) chosen by string outside {REGISTRY}. Move each choice into "
+           f"{REGISTRY} (a property or function of the method's entry there) and ask the "
+           "registry here instead of comparing names:"]
+  lines += [f"  {path}:{line}: {text}" for path, line, text in found]
+  return "\n".join(lines)
+
+
+# The rules on this checkout.
+
+
+def test_package_has_no_import_circles():
+  cycles = import_cycles(ROOT)
+  if cycles:
+    pytest.fail(cycles_message(cycles, import_graph(ROOT)), pytrace=False)
+
+
+def test_package_files_are_at_most_400_lines():
+  found = long_files(ROOT)
+  if found:
+    pytest.fail(long_files_message(found), pytrace=False)
+
+
+def test_methods_are_chosen_only_in_the_registry():
+  found = method_choices(ROOT)
+  if found:
+    pytest.fail(method_choices_message(found), pytrace=False)
+
+
+# The rules on small synthetic trees.
+
+
+def _write_tree(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
+  for rel, text in files.items():
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(text)
+  return root
+
+
+def test_lazy_import_inside_a_function_closes_a_circle(tmp_path):
+  _write_tree(tmp_path, {
+      "mpl_jax/__init__.py": "",
+      "mpl_jax/a.py": "from mpl_jax import b\n",
+      "mpl_jax/b.py": "import os\n\n\ndef f():\n  from mpl_jax import a\n  return a\n",
+  })
+  cycles = import_cycles(tmp_path)
+  assert [[(i.source, i.target, i.path, i.line) for i in c] for c in cycles] == [[
+      ("mpl_jax.a", "mpl_jax.b", "mpl_jax/a.py", 1),
+      ("mpl_jax.b", "mpl_jax.a", "mpl_jax/b.py", 5),
+  ]]
+  message = cycles_message(cycles, import_graph(tmp_path))
+  assert "mpl_jax.a -> mpl_jax.b -> mpl_jax.a" in message
+  assert "mpl_jax/b.py:5 (in a function): from mpl_jax import a" in message
+
+
+def test_chain_without_circle_is_clean(tmp_path):
+  _write_tree(tmp_path, {
+      "mpl_jax/__init__.py": "from mpl_jax import a\n",
+      "mpl_jax/a.py": "from mpl_jax import b\n",
+      "mpl_jax/b.py": "def f():\n  from mpl_jax.sub import c\n",
+      "mpl_jax/sub/__init__.py": "",
+      "mpl_jax/sub/c.py": "import numpy\n",
+  })
+  assert import_cycles(tmp_path) == []
+
+
+def test_package_and_its_submodule_importing_each_other_is_a_circle(tmp_path):
+  _write_tree(tmp_path, {  # a package and its submodule importing each other
+      "mpl_jax/__init__.py": "",
+      "mpl_jax/data/__init__.py": "def load():\n  from mpl_jax.data import images\n",
+      "mpl_jax/data/images.py": "def f():\n  from mpl_jax import data as data_lib\n",
+      "mpl_jax/data/other.py": "if TYPE_CHECKING:\n  from mpl_jax.data import SOME_NAME\n",
+  })
+  cycles = [[i.source for i in c] for c in import_cycles(tmp_path)]
+  assert cycles == [["mpl_jax.data", "mpl_jax.data.images"]]
+
+
+def test_submodule_has_no_implicit_edge_to_its_package(tmp_path):
+  _write_tree(tmp_path, {
+      "mpl_jax/__init__.py": "",
+      "mpl_jax/data/__init__.py": "from mpl_jax.data import digits\n",
+      "mpl_jax/data/digits.py": "from mpl_jax.data import splits\n",
+      "mpl_jax/data/splits.py": "",
+  })
+  assert import_graph(tmp_path)["mpl_jax.data.digits"].keys() == {"mpl_jax.data.splits"}
+  assert import_cycles(tmp_path) == []
+
+
+@pytest.mark.parametrize("statement, targets", [
+    ("import mpl_jax.sub.y", {"mpl_jax.sub.y"}),
+    ("import mpl_jax", {"mpl_jax"}),
+    ("from mpl_jax import x, sub", {"mpl_jax.x", "mpl_jax.sub"}),
+    ("from mpl_jax import VALUE", {"mpl_jax"}),
+    ("from mpl_jax.sub import y", {"mpl_jax.sub.y"}),
+    ("from mpl_jax.sub import NAME", {"mpl_jax.sub"}),
+    ("from . import y", {"mpl_jax.sub.y"}),
+    ("from .y import thing", {"mpl_jax.sub.y"}),
+    ("from .. import x", {"mpl_jax.x"}),
+    ("from ..x import thing", {"mpl_jax.x"}),
+    ("import typing\nif typing.TYPE_CHECKING:\n  from mpl_jax import x", {"mpl_jax.x"}),
+    ("class C:\n  def f(self):\n    import mpl_jax.x", {"mpl_jax.x"}),
+    ("import numpy\nfrom os import path\nfrom mpl_jax_other import x", set()),
+])
+def test_import_forms_resolve_to_modules(tmp_path, statement, targets):
+  _write_tree(tmp_path, {
+      "mpl_jax/__init__.py": "VALUE = 1\n",
+      "mpl_jax/x.py": "",
+      "mpl_jax/sub/__init__.py": "NAME = 1\n",
+      "mpl_jax/sub/y.py": "",
+      "mpl_jax/sub/z.py": statement + "\n",
+  })
+  assert import_graph(tmp_path)["mpl_jax.sub.z"].keys() == targets
+
+
+def test_strongly_connected_components():
+  graph = {"a": ["b"], "b": ["c"], "c": ["a", "d"], "d": ["e"], "e": ["d"], "f": ["a"]}
+  components = sorted(strongly_connected(graph))
+  assert components == [["a", "b", "c"], ["d", "e"], ["f"]]
+
+
+def test_file_over_the_limit_is_flagged(tmp_path):
+  _write_tree(tmp_path, {
+      "mpl_jax/__init__.py": "",
+      "mpl_jax/sub/long.py": "x = 1\n" * (MAX_LINES + 1),
+      "mpl_jax/at_limit.py": "x = 1\n" * MAX_LINES,
+      "tools/long_tool.py": "x = 1\n" * (MAX_LINES + 1),  # only mpl_jax/ is limited
+  })
+  assert long_files(tmp_path) == [("mpl_jax/sub/long.py", MAX_LINES + 1)]
+  assert "mpl_jax/sub/long.py: 401 lines" in long_files_message(long_files(tmp_path))
+
+
+@pytest.mark.parametrize("code, text", [
+    ('if config.method == "mpl":\n  pass', 'config.method == "mpl"'),
+    ('x = method in ("mpl", "uda")', 'method in ("mpl", "uda")'),
+    ('x = saved["method"] != "mpl"', 'saved["method"] != "mpl"'),
+    ('x = saved.get("method") not in [\n    "a", "b"]', 'saved.get("method") not in [ "a", "b"]'),
+    ('x = "mpl" == config.method', '"mpl" == config.method'),
+    ('x = 0 < n and config.method in {"mpl"}', 'config.method in {"mpl"}'),
+])
+def test_method_compared_with_strings_is_flagged(tmp_path, code, text):
+  _write_tree(tmp_path, {"mpl_jax/mod.py": f"# a comment\n{code}\n"})
+  assert method_choices(tmp_path) == [("mpl_jax/mod.py", 2, text)]
+
+
+@pytest.mark.parametrize("code", [
+    'if config.model.name == "mlp":\n  pass',
+    'x = saved.get("method") != current["method"]',
+    'x = config.method is None',
+    'x = config.method == other',
+    'x = methods == ("mpl",)',
+    'x = method in (name, "mpl")',
+    'x = config.method < "z"',
+])
+def test_other_comparisons_are_not_flagged(tmp_path, code):
+  _write_tree(tmp_path, {"mpl_jax/mod.py": code + "\n"})
+  assert method_choices(tmp_path) == []
+
+
+def test_method_choice_paths(tmp_path):
+  choice = 'x = config.method == "mpl"\n'
+  _write_tree(tmp_path, {
+      "mpl_jax/methods.py": choice,  # the registry
+      "configs/digits.py": choice,  # experiment settings per method
+      "tests/some_test.py": choice,
+      "main.py": choice,
+      "tools/t.py": choice,
+      "benchmarks/b.py": choice,
+      "experiments/e.py": choice,
+      "mpl_jax/sub/deep.py": choice,
+  })
+  assert [path for path, _, _ in method_choices(tmp_path)] == [
+      "benchmarks/b.py", "experiments/e.py", "main.py", "mpl_jax/sub/deep.py", "tools/t.py"]
+  message = method_choices_message(method_choices(tmp_path))
+  assert "main.py:1: config.method == \"mpl\"" in message
+  assert "Move each choice into mpl_jax/methods.py" in message
