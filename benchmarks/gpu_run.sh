@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one run, for a machine with one NVIDIA GPU, JAX (CUDA), Flax,
-# optax and PyTorch, and no TensorFlow. Run from the repository root:
+# optax, ml_collections and PyTorch, and no TensorFlow. Run from the repository root:
 #
 #   OUT=/tmp/gpu_results bash benchmarks/gpu_run.sh
 #
@@ -43,6 +43,11 @@ run() {  # run NAME LIMIT_SECONDS COMMAND...: JSON lines to $OUT/NAME.jsonl, err
   [[ $rc -ne 0 ]] && { echo "!! $name exited $rc"; tail -n 15 "$OUT/$name.err"; }
   echo "== $name took $((SECONDS - start)) s"
 }
+
+# The benchmarks build their steps from the config files, which need ml_collections (pure
+# Python; where pip cannot reach an index, bring its wheel and install it with --no-deps).
+"$PY" -c "import ml_collections" 2>/dev/null || {
+  echo "ml_collections is missing: pip install ml_collections==1.1.0 (pure Python)"; exit 2; }
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \

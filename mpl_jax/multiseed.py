@@ -61,7 +61,8 @@ def train_seeds(config, seeds: Sequence[int]) -> SeedsResult:
       for k, v in jax.device_get(metrics).items():
         history.setdefault(k, []).append(np.asarray(v))
 
-  predict = jax.jit(jax.vmap(lambda p, ms, x: step_common.predict(exp.deps.student.apply, p, ms, x)))
+  predict = jax.jit(jax.vmap(
+      lambda p, ms, x: step_common.predict(exp.deps.student.apply, p, ms, x)))
   eval_x = np.stack([e.dataset.eval_x for e in exps])
   eval_y = np.stack([e.dataset.eval_y for e in exps])
 

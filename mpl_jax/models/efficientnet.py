@@ -29,7 +29,6 @@ L2's 88 (compile times: BENCHMARKS.md).
 """
 
 import dataclasses
-import functools
 import math
 from typing import Any
 
@@ -37,10 +36,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mpl_jax.models import layers
+from mpl_jax.models.layers import CONV_INIT, DENSE_INIT
+
 # He-normal over fan-out for convolutions (the EfficientNet reference initializer);
 # U(+-1/sqrt(fan_out)) for the dense layers.
-CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
 def _depthwise_init(key, shape, dtype=jnp.float32):
@@ -153,11 +153,9 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, drop_rate: float | jax.Array = 0.0) -> jax.Array:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not self.train,
-                             momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                             dtype=self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INIT,
-                             dtype=self.dtype)
+    norm = layers.batch_norm(self.train, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
+    conv = layers.conv(self.dtype)
     in_channels = x.shape[-1]
     hidden = in_channels * self.expand_ratio
     y = x
@@ -223,9 +221,8 @@ class EfficientNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                             dtype=self.dtype)
+    norm = layers.batch_norm(train, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
     x = x.astype(self.dtype)
     x = nn.Conv(round_channels(STEM_CHANNELS, self.width), (3, 3), strides=2,
                 use_bias=False, kernel_init=CONV_INIT, dtype=self.dtype, name="stem")(x)

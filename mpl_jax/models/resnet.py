@@ -6,16 +6,16 @@ in the official MPL code the stride sits on the 3x3 convolution (the layout ofte
 called v1.5; parameter count is the same) and dropout comes before the dense head.
 """
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mpl_jax.models import layers
+from mpl_jax.models.layers import CONV_INIT, DENSE_INIT
+
 # He-normal over fan-out for convolutions; U(+-1/sqrt(fan_out)) for the head.
-CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
 class Bottleneck(nn.Module):
@@ -28,8 +28,7 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INIT,
-                             dtype=self.dtype)
+    conv = layers.conv(self.dtype)
     out_channels = 4 * self.channels
     y = nn.relu(self.norm(name="bn_1")(conv(self.channels, (1, 1), name="conv_1")(x)))
     y = conv(self.channels, (3, 3), strides=self.stride, name="conv_2")(y)
@@ -65,9 +64,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                             dtype=self.dtype)
+    norm = layers.batch_norm(train, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
     x = x.astype(self.dtype)
     x = nn.Conv(self.base_width, (7, 7), strides=2, use_bias=False,
                 kernel_init=CONV_INIT, dtype=self.dtype, name="stem")(x)

@@ -17,9 +17,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mpl_jax.models import layers
+from mpl_jax.models.layers import CONV_INIT, DENSE_INIT
+
 # He-normal over fan-out for convolutions; U(+-1/sqrt(fan_out)) for the head.
-CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
 class WideBlock(nn.Module):
@@ -38,8 +39,7 @@ class WideBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INIT,
-                             dtype=self.dtype)
+    conv = layers.conv(self.dtype)
     project = self.stride != 1 or x.shape[-1] != self.channels
     activated = self.activation(self.norm(name="bn_1")(x))
     shortcut = activated if project else x
@@ -83,9 +83,8 @@ class WideResNet(nn.Module):
     if (self.depth - 4) % 6 or self.depth < 10:
       raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {self.depth}")
     blocks_per_group = (self.depth - 4) // 6
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                             dtype=self.dtype)
+    norm = layers.batch_norm(train, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
     activation = functools.partial(nn.leaky_relu, negative_slope=self.leaky_slope)
 
     x = x.astype(self.dtype)
