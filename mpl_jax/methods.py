@@ -117,10 +117,10 @@ def _check_reduced_mpl(config) -> None:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("supervised", _one_phase("supervised", baselines.supervised_step)),
-    Method("uda", _one_phase("uda", baselines.uda_step)),
     Method("pseudo_labels", _pseudo_labels_phases, has_teacher=True,
            pretrain_steps=lambda config: config.pseudo_labels.teacher_steps,
            check=_check_pseudo_labels),
+    Method("uda", _one_phase("uda", baselines.uda_step)),
     Method("mpl", _one_phase("mpl", mpl_steps.mpl_step), has_teacher=True, feedback=True,
            check=_check_mpl),
     Method("reduced_mpl", _one_phase("reduced_mpl", mpl_steps.mpl_step), has_teacher=True,
