@@ -27,6 +27,7 @@ from mpl_jax.models import mlp
 from mpl_jax.state import EmaState, NetState, TrainState, make_apply
 from mpl_jax.steps import mpl as mpl_steps
 from mpl_jax.steps import settings as step_settings
+from tests.helpers import cos_and_rel_error, flat_tree
 
 NUM_CLASSES, FEATURES, N_UNLABELED, N_LABELED = 3, 4, 3, 5
 STEP = 5  # not 0: the schedule is past its warmup, the momentum buffer is full
@@ -141,21 +142,11 @@ def _expected_feedback(teacher, tp, net, batch, deps):
   return total
 
 
-def _flat(tree):
-  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
-
-
-def _cos_and_rel_error(a, b):
-  a, b = _flat(a), _flat(b)
-  cos = float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
-  return cos, float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-
-
 def _reinforce_errors(base_lrs, **kwargs):
   out = []
   for base_lr in base_lrs:
     teacher, student, tp, net, batch, deps = _setup(base_lr, estimator="reinforce", **kwargs)
-    out.append(_cos_and_rel_error(_expected_feedback(teacher, tp, net, batch, deps),
+    out.append(cos_and_rel_error(_expected_feedback(teacher, tp, net, batch, deps),
                                   _true_gradient(teacher, student, tp, net, batch, deps)))
   return out
 
@@ -202,9 +193,9 @@ def _meta_gap(student_update: str) -> float:
     return _labeled_loss(student, stepped, batch)
 
   true = jax.grad(objective)(tp)
-  assert float(jnp.linalg.norm(_flat(true))) > 1e-4  # not a vacuous zero
+  assert float(jnp.linalg.norm(flat_tree(true))) > 1e-4  # not a vacuous zero
   step_grad = jax.tree.map(lambda a, b: a - b, tp, new_state.teacher.params)  # teacher lr 1
-  return _cos_and_rel_error(step_grad, true)[1]
+  return cos_and_rel_error(step_grad, true)[1]
 
 
 def test_real_meta_is_the_gradient_through_the_real_update():
