@@ -48,6 +48,7 @@ class Case:
   estimator: str = "reinforce"  # reinforce | meta | off
   reward: str = "dot"          # dot | taylor (reinforce only)
   dtype: str = "float32"       # compute dtype; parameters stay float32
+  student_update: str = "real"  # what dot and meta model: real | plain (mpl.student_update)
   image_size: int | None = None  # None: the config's (32 CIFAR, 224 ImageNet)
   config: str | None = None    # a config file[:arg]; None: CONFIGS[model]
 
@@ -64,6 +65,7 @@ class Case:
     out = {"data.labeled_batch_size": self.labeled_batch,
            "data.unlabeled_batch_size": self.unlabeled_batch,
            "mpl.estimator": self.estimator, "mpl.reward": self.reward, "mpl.labels": "auto",
+           "mpl.student_update": self.student_update,
            "model.dtype": self.dtype, "student.wait_steps": 0, "accum_steps": 1}
     if self.image_size:
       out["data.image_size"] = self.image_size
@@ -110,6 +112,9 @@ def check(case: Case) -> None:
                      f"{list(estimators.ESTIMATORS)}")
   if case.reward not in estimators.REWARDS:
     raise ValueError(f"reward {case.reward!r} is unknown; valid: {list(estimators.REWARDS)}")
+  if case.student_update not in estimators.STUDENT_UPDATES:
+    raise ValueError(f"student_update {case.student_update!r} is unknown; valid: "
+                     f"{list(estimators.STUDENT_UPDATES)}")
   if case.labeled_batch < 1 or case.mu < 1:
     raise ValueError("labeled_batch and mu must be at least 1")
 
@@ -206,8 +211,10 @@ def _forward(apply, params, model_state, x, targets, rng):
   return losses.mean_cross_entropy(targets, logits)
 
 
-def _meta_feedback(apply, lr, params, model_state, u_s, t_s, x_l, y_l, rng):
-  """The meta estimator's student side: d/dt_s L_l(theta - lr grad CE(softmax(t_s), S(u_s)))."""
+def _meta_feedback(apply, tx, lr, params, opt_state, model_state, u_s, t_s, x_l, y_l, rng):
+  """The meta estimator's student side: d/dt_s L_l(theta'(g_u)), g_u the gradient of
+  CE(softmax(t_s), S(u_s)) and theta' the optimizer's real update (tx given) or the
+  plain step theta - lr * g_u (tx None)."""
   rng_u, rng_l = jax.random.split(rng)
 
   def objective(strong_logits):
@@ -218,7 +225,11 @@ def _meta_feedback(apply, lr, params, model_state, u_s, t_s, x_l, y_l, rng):
       return losses.mean_cross_entropy(soft, logits), new_state
 
     (_, new_state), g_u = jax.value_and_grad(unlabeled, has_aux=True)(params)
-    stepped = jax.tree.map(lambda p, g: p - lr * g, params, g_u)
+    if tx is None:
+      stepped = jax.tree.map(lambda p, g: p - lr * g, params, g_u)
+    else:
+      direction, _ = tx.update(g_u, opt_state, params)
+      stepped = jax.tree.map(lambda p, u: p + lr * u, params, direction)
     logits, _ = apply(stepped, model_state, x_l, train=True, rng=rng_l)
     return losses.mean_cross_entropy(y_l, logits), (g_u, new_state)
 
@@ -273,8 +284,11 @@ def parts(case: Case, deps: step_settings.StepDeps, state: TrainState,
   if case.estimator == "meta":
     t_s = jnp.zeros((case.unlabeled_batch, num_classes), jnp.float32)
     lr = deps.student.learning_rate(jnp.asarray(1000))
-    out.append(Part("student_meta_grad", jax.jit(functools.partial(_meta_feedback, apply)),
-                    (lr, student.params, student.model_state, u_s, t_s, x_l, y_l, rng)))
+    tx = deps.student.tx if case.student_update == "real" else None
+    out.append(Part("student_meta_grad",
+                    jax.jit(functools.partial(_meta_feedback, apply, tx)),
+                    (lr, student.params, student.opt_state, student.model_state, u_s, t_s,
+                     x_l, y_l, rng)))
   else:
     out.append(Part("student_unlabeled_fwd_bwd", fwd_bwd,
                     (student.params, student.model_state, u_s, onehot(u_s.shape[0]), rng)))

@@ -201,6 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--estimator", type=_list(str), default=["reinforce"],
                  help="reinforce | meta | off; a list too")
   p.add_argument("--reward", default="dot", choices=("dot", "taylor"))
+  p.add_argument("--student_update", type=_list(str), default=["real"],
+                 help="real | plain: what dot and meta model (mpl.student_update); a list too")
   p.add_argument("--dtype", type=_list(str), default=["float32"],
                  help="float32 | bfloat16; a list too")
   p.add_argument("--image_size", type=int, default=None, help="default: the paper's")
@@ -217,10 +219,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   set_cpu_convolutions(args.cpu_convolutions)
-  for b, mu, estimator, dtype in itertools.product(args.labeled_batch, args.mu,
-                                                   args.estimator, args.dtype):
+  for b, mu, estimator, dtype, update in itertools.product(
+      args.labeled_batch, args.mu, args.estimator, args.dtype, args.student_update):
     case = jax_case.Case(model=args.model, depth=args.depth, width=args.width,
                          labeled_batch=b, mu=mu, estimator=estimator, reward=args.reward,
+                         student_update=update,
                          dtype=dtype, image_size=args.image_size)
     jax_case.check(case)
     if args.flops_only:

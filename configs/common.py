@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
       "feedback_weight": 1.0,    # weight of the feedback term in the teacher's loss
       "supervised_weight": 1.0,  # weight of the teacher's supervised CE in its loss
       "log_grad_parts": False,   # log |grad| of each teacher loss part (3x teacher backward)
+      "student_update": "real",  # dot/meta model: real (the optimizer's update) | plain
   })
   c.pseudo_labels = ml_collections.ConfigDict({
       "teacher_steps": 1000,     # supervised steps of the fixed teacher, before the student

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # noqa: E402
 from mpl_jax import methods  # noqa: E402
 from mpl_jax import report  # noqa: E402
+from mpl_jax import xla_options  # noqa: E402
 
 # name -> (config method, overrides); `mpl` is the default estimator (REINFORCE, dot
 # reward, sampled labels) and `mpl_off` the same run with the teacher's feedback removed.
@@ -29,6 +30,9 @@ VARIANTS = {
     "pseudo_labels": ("pseudo_labels", {}),
     "mpl": ("mpl", {}),
     "mpl_off": ("mpl", {"mpl.estimator": "off"}),
+    # The dot reward of the plain step theta_S - eta * g_u (the paper's form), not of the
+    # optimizer's real update (`mpl.student_update=real`, the default).
+    "mpl_plain": ("mpl", {"mpl.student_update": "plain"}),
     # Reduced MPL on top of the same seed's finished UDA run (its student, frozen).
     "reduced_mpl": ("reduced_mpl", {}),
     "reduced_mpl_off": ("reduced_mpl", {"mpl.estimator": "off"}),
@@ -83,6 +87,7 @@ def main() -> None:
   parser.add_argument("--root", default="/tmp/digits_study")
   parser.add_argument("--show_seeds", action="store_true")
   args = parser.parse_args()
+  xla_options.prefer_eigen_cpu_convolutions()  # as main.py: before JAX computes anything
   seeds = parse_seeds(args.seeds)
   methods = args.methods.split(",")
   unknown = sorted(set(methods) - set(VARIANTS))

@@ -58,6 +58,7 @@ def validate(config) -> None:
   mpl = config.mpl
   _one_of("mpl.estimator", mpl.estimator, estimators.ESTIMATORS)
   _one_of("mpl.reward", mpl.reward, estimators.REWARDS)
+  _one_of("mpl.student_update", mpl.student_update, estimators.STUDENT_UPDATES)
   _one_of("mpl.labels", mpl.labels, ("auto",) + estimators.LABELS)
   labels = estimators.resolve_labels(mpl.estimator, mpl.labels)
   if mpl.estimator == "reinforce" and labels == "soft":

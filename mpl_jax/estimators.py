@@ -21,6 +21,7 @@ from mpl_jax.state import tree_dot
 
 ESTIMATORS = ("reinforce", "meta", "off")
 REWARDS = ("dot", "taylor")
+STUDENT_UPDATES = ("real", "plain")
 LABELS = ("sample", "argmax", "soft")
 
 
@@ -60,6 +61,14 @@ def dot_reward(student_lr: jax.Array, grad_labeled_after: object,
                grad_unlabeled: object) -> jax.Array:
   """h = eta_S * <grad L_l(theta_S'), g_u>: first-order L_l(theta_S) - L_l(theta_S')."""
   return student_lr * tree_dot(grad_labeled_after, grad_unlabeled)
+
+
+def real_dot_reward(student_lr: jax.Array, grad_labeled_after: object,
+                    direction: object) -> jax.Array:
+  """h = <grad L_l(theta_S'), theta_S - theta_S'> with theta_S' = theta_S + eta_S * u, u the
+  optimizer's real direction (momentum, weight decay, clipping): first-order
+  L_l(theta_S) - L_l(theta_S'). For plain SGD u = -g_u, and this is `dot_reward`."""
+  return -student_lr * tree_dot(grad_labeled_after, direction)
 
 
 def taylor_reward(loss_before: jax.Array, loss_after: jax.Array) -> jax.Array:

@@ -83,7 +83,8 @@ def mpl_settings(config) -> settings.MplSettings:
       estimator=mpl.estimator, reward=mpl.reward,
       labels=estimators.resolve_labels(mpl.estimator, mpl.labels),
       baseline_decay=mpl.baseline_decay, feedback_weight=mpl.feedback_weight,
-      supervised_weight=mpl.supervised_weight, log_grad_parts=mpl.log_grad_parts)
+      supervised_weight=mpl.supervised_weight, log_grad_parts=mpl.log_grad_parts,
+      student_update=mpl.student_update)
 
 
 def build(config, spec: data_lib.DataSpec | None = None, mesh: jax.sharding.Mesh | None = None,

@@ -25,6 +25,7 @@ from mpl_jax.state import EmaState, NetState, TrainState, make_apply
 from mpl_jax.steps import baselines as baseline_steps
 from mpl_jax.steps import mpl as mpl_steps
 from mpl_jax.steps import settings as step_settings
+from tests.helpers import cos_and_rel_error, flat_tree
 
 NUM_CLASSES, FEATURES, N_UNLABELED, N_LABELED = 3, 4, 3, 5
 
@@ -112,16 +113,6 @@ def _expected_reinforce_grad(module, teacher_params, student_params, batch, deps
   return total
 
 
-def _flat(tree):
-  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
-
-
-def _cos_and_rel_error(a, b):
-  a, b = _flat(a), _flat(b)
-  cos = float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
-  return cos, float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-
-
 @pytest.fixture(autouse=True)
 def _float64():
   with jax.enable_x64(True):
@@ -135,7 +126,7 @@ def test_taylor_reinforce_matches_true_gradient_exactly():
   expected = _expected_reinforce_grad(module, tp, sp, batch, deps)
   true = jax.grad(_true_objective(module, tp, sp, batch, eta))(tp)
   true = jax.tree.map(lambda g: g / N_UNLABELED, true)
-  cos, rel = _cos_and_rel_error(expected, true)
+  cos, rel = cos_and_rel_error(expected, true)
   assert cos > 1 - 1e-9
   assert rel < 1e-8
 
@@ -148,7 +139,7 @@ def test_dot_reinforce_error_shrinks_like_eta():
     expected = _expected_reinforce_grad(module, tp, sp, batch, deps)
     true = jax.grad(_true_objective(module, tp, sp, batch, eta))(tp)
     true = jax.tree.map(lambda g: g / N_UNLABELED, true)
-    cos, rel = _cos_and_rel_error(expected, true)
+    cos, rel = cos_and_rel_error(expected, true)
     assert cos > 0.99, (eta, cos)
     errors.append(rel)
   # Relative error O(eta): each 10x smaller eta cuts it by about 10x.
@@ -164,7 +155,7 @@ def test_reward_sign_new_minus_old_would_point_the_wrong_way(monkeypatch):
   true = jax.grad(_true_objective(module, tp, sp, batch, 0.1))(tp)
   monkeypatch.setattr(estimators, "taylor_reward", lambda before, after: after - before)
   flipped = _expected_reinforce_grad(module, tp, sp, batch, deps)
-  cos_flipped, _ = _cos_and_rel_error(flipped, true)
+  cos_flipped, _ = cos_and_rel_error(flipped, true)
   assert cos_flipped < -0.999
 
 
@@ -199,8 +190,8 @@ def test_meta_step_equals_grad_of_soft_label_objective():
   true = jax.grad(objective)(tp)
   # Teacher SGD at learning rate 1: theta_T - theta_T' is its gradient.
   step_grad = jax.tree.map(lambda a, b: a - b, tp, new_state.teacher.params)
-  np.testing.assert_allclose(_flat(step_grad), _flat(true), rtol=1e-7, atol=1e-12)
-  assert float(jnp.linalg.norm(_flat(true))) > 1e-4  # not a vacuous zero
+  np.testing.assert_allclose(flat_tree(step_grad), flat_tree(true), rtol=1e-7, atol=1e-12)
+  assert float(jnp.linalg.norm(flat_tree(true))) > 1e-4  # not a vacuous zero
 
 
 def test_mpl_step_uses_the_feedback_of_its_own_pseudo_labels():
@@ -225,9 +216,9 @@ def test_mpl_step_uses_the_feedback_of_its_own_pseudo_labels():
       smoothed, module.apply({"params": p}, batch["labeled_x"])))(tp)
   expected = jax.tree.map(lambda s, f: s + 2.0 * f, supervised, feedback)
   step_grad = jax.tree.map(lambda a, b: a - b, tp, new_state.teacher.params)
-  np.testing.assert_allclose(_flat(step_grad), _flat(expected), rtol=1e-7, atol=1e-14)
+  np.testing.assert_allclose(flat_tree(step_grad), flat_tree(expected), rtol=1e-7, atol=1e-14)
   assert float(metrics["mpl/reward"]) == pytest.approx(float(m["mpl/reward"]))
-  assert float(jnp.linalg.norm(_flat(feedback))) > 1e-6
+  assert float(jnp.linalg.norm(flat_tree(feedback))) > 1e-6
 
 
 def test_off_estimator_leaves_teacher_untouched_without_supervision():
@@ -235,8 +226,8 @@ def test_off_estimator_leaves_teacher_untouched_without_supervision():
   deps = _deps(module, 0.3, estimator="off", labels="sample")
   new_state, _ = mpl_steps.mpl_step(_state(module, tp, sp, deps), batch, jax.random.key(1),
                                    deps=deps)
-  np.testing.assert_array_equal(_flat(new_state.teacher.params), _flat(tp))
-  assert not np.array_equal(_flat(new_state.student.params), _flat(sp))
+  np.testing.assert_array_equal(flat_tree(new_state.teacher.params), flat_tree(tp))
+  assert not np.array_equal(flat_tree(new_state.student.params), flat_tree(sp))
 
 
 def test_sampled_labels_follow_the_teacher_distribution():
@@ -267,7 +258,7 @@ def test_finetune_restarts_momentum_at_its_first_step():
                                        first_step=5)
   later, _ = baseline_steps.finetune_step(state, batch, jax.random.key(0), deps=deps, first_step=2)
   # A fresh trace after one step is the gradient itself; a stale one is 0.9 * 7 + g.
-  np.testing.assert_allclose(_flat(at_start.student.opt_state[0].trace), _flat(grads),
+  np.testing.assert_allclose(flat_tree(at_start.student.opt_state[0].trace), flat_tree(grads),
                              rtol=1e-6)
-  np.testing.assert_allclose(_flat(later.student.opt_state[0].trace),
-                             0.9 * 7.0 + _flat(grads), rtol=1e-6)
+  np.testing.assert_allclose(flat_tree(later.student.opt_state[0].trace),
+                             0.9 * 7.0 + flat_tree(grads), rtol=1e-6)

@@ -36,6 +36,21 @@ def flat_params(tree) -> np.ndarray:
   return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
 
 
+def flat_tree(tree):
+  """Every leaf of a pytree, raveled into one vector."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def cos_and_rel_error(a, b) -> tuple[float, float]:
+  """Cosine of two pytrees as vectors, and |a - b| / |b|."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a, b = flat_tree(a), flat_tree(b)
+  cos = float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
+  return cos, float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
 def checkpoint_steps(workdir: str) -> list[int]:
   path = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(path):

@@ -13,13 +13,20 @@ from mpl_jax.steps.settings import Network, StepDeps, UdaSettings
 Metrics = dict[str, jax.Array]
 
 
+def optimizer_step(net: NetState, grads, network: Network, model_state, step
+                   ) -> tuple[NetState, object]:
+  """One optimizer update at the learning rate of global step `step`: the new network
+  and the optimizer's direction u at unit learning rate (theta' = theta + lr * u)."""
+  direction, opt_state = network.tx.update(grads, net.opt_state, net.params)
+  lr = network.learning_rate(step)
+  updates = jax.tree.map(lambda u: lr * u, direction)
+  return NetState(params=optax.apply_updates(net.params, updates),
+                  model_state=model_state, opt_state=opt_state), direction
+
+
 def apply_grads(net: NetState, grads, network: Network, model_state, step) -> NetState:
   """One optimizer update at the learning rate of global step `step`."""
-  updates, opt_state = network.tx.update(grads, net.opt_state, net.params)
-  lr = network.learning_rate(step)
-  updates = jax.tree.map(lambda u: lr * u, updates)
-  return NetState(params=optax.apply_updates(net.params, updates),
-                  model_state=model_state, opt_state=opt_state)
+  return optimizer_step(net, grads, network, model_state, step)[0]
 
 
 def finish(state: TrainState, deps: StepDeps, *, student: NetState,

@@ -9,6 +9,7 @@ micro-batches.
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from mpl_jax import accumulation
 from mpl_jax import estimators
@@ -62,10 +63,17 @@ def labeled_losses(mpl: MplSettings, labeled_loss, old_params, new_params):
   return loss_after, before, g_after
 
 
-def reward_and_advantage(mpl: MplSettings, student_lr, g_after, g_u, loss_before, loss_after,
-                         baseline):
-  """The reward h (`dot` or `taylor`), the advantage h - b and the updated baseline b."""
-  if mpl.reward == "dot":
+def reward_and_advantage(mpl: MplSettings, student_lr, g_after, g_u, direction, loss_before,
+                         loss_after, baseline):
+  """The reward h, the advantage h - b and the updated baseline b.
+
+  `dot` is first order along the student's step: its real one, theta_S - theta_S' =
+  -eta_S * direction (`student_update=real`), or the plain -eta_S * g_u. `taylor` is
+  L_l(theta_S) - L_l(theta_S') itself.
+  """
+  if mpl.reward == "dot" and mpl.student_update == "real":
+    reward = estimators.real_dot_reward(student_lr, g_after, direction)
+  elif mpl.reward == "dot":
     reward = estimators.dot_reward(student_lr, g_after, g_u)
   else:
     reward = estimators.taylor_reward(loss_before, loss_after)
@@ -87,7 +95,9 @@ def reward_metrics(reward, advantage, baseline, loss_after, g_after, g_u) -> Met
 
 def meta_student_step(student: NetState, t_s, batch, step, rngs, *, deps: StepDeps):
   """The `meta` estimator's steps 3-5: the student's update on softmax(t_s) and the exact
-  one-step meta-gradient of its labeled loss with respect to t_s (a gradient of a gradient)."""
+  one-step meta-gradient of its labeled loss with respect to t_s (a gradient of a gradient),
+  through the optimizer's real update (`student_update=real`: momentum, weight decay,
+  clipping) or the plain step theta_S - eta_S * g_u."""
   rng_u, rng_l = rngs
   student_lr = deps.student.learning_rate(step)
   unlabeled_loss = student_unlabeled_loss(deps, student, batch["unlabeled_strong"], rng_u)
@@ -99,7 +109,12 @@ def meta_student_step(student: NetState, t_s, batch, step, rngs, *, deps: StepDe
                          deps.label_smoothing)
     (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
         student.params, soft)
-    stepped = jax.tree.map(lambda p, g: p - student_lr * g, student.params, g_u)
+    if deps.mpl.student_update == "real":
+      direction, _ = deps.student.tx.update(g_u, student.opt_state, student.params)
+      stepped = optax.apply_updates(student.params,
+                                    jax.tree.map(lambda u: student_lr * u, direction))
+    else:
+      stepped = jax.tree.map(lambda p, g: p - student_lr * g, student.params, g_u)
     return labeled_loss(stepped), (g_u, u_loss, model_state)
 
   (loss_after, (g_u, u_loss, model_state)), d_feedback = jax.value_and_grad(
@@ -128,7 +143,8 @@ def student_step_and_feedback(student: NetState, targets: jax.Array, t_s: jax.Ar
   unlabeled_loss = student_unlabeled_loss(deps, student, batch["unlabeled_strong"], rngs[0])
   (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
       student.params, losses.smooth(targets, deps.label_smoothing))
-  new_student = common.apply_grads(student, g_u, deps.student, model_state, step)
+  new_student, direction = common.optimizer_step(student, g_u, deps.student, model_state,
+                                                 step)
   if mpl.estimator != "reinforce":  # off: no feedback
     return new_student, jnp.zeros_like(t_s), baseline, u_loss, g_u, {}
 
@@ -138,7 +154,8 @@ def student_step_and_feedback(student: NetState, targets: jax.Array, t_s: jax.Ar
   loss_after, loss_before, g_after = labeled_losses(mpl, labeled_loss, student.params,
                                                     new_student.params)
   reward, advantage, baseline = reward_and_advantage(
-      mpl, deps.student.learning_rate(step), g_after, g_u, loss_before, loss_after, baseline)
+      mpl, deps.student.learning_rate(step), g_after, g_u, direction, loss_before, loss_after,
+      baseline)
   # 5. REINFORCE: the cotangent of sg(h - b) * CE(y_hat, t_s) on t_s.
   d_feedback = estimators.reinforce_cotangent(t_s, targets, advantage)
   return new_student, d_feedback, baseline, u_loss, g_u, reward_metrics(
@@ -274,7 +291,8 @@ def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
 
   (u_loss, student_model_state, g_u, metrics), targets = accumulation.scan_micro_batches(
       pseudo_labels_and_student_grad, micro, k)
-  new_student = common.apply_grads(student, g_u, deps.student, student_model_state, step)
+  new_student, direction = common.optimizer_step(student, g_u, deps.student,
+                                                 student_model_state, step)
 
   # 4. The reward over the whole labeled batch.
   advantage, baseline = jnp.zeros((), jnp.float32), state.reward_baseline
@@ -287,8 +305,8 @@ def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
     loss_after, loss_before, g_after = accumulation.mean_over_micro_batches(
         losses_after, {n: micro[n] for n in ("labeled_x", "labeled_y")}, k)
     reward, advantage, baseline = reward_and_advantage(
-        mpl, deps.student.learning_rate(step), g_after, g_u, loss_before, loss_after,
-        baseline)
+        mpl, deps.student.learning_rate(step), g_after, g_u, direction, loss_before,
+        loss_after, baseline)
     metrics.update(reward_metrics(reward, advantage, baseline, loss_after, g_after, g_u))
 
   # 5-6. Per micro-batch: supervised + UDA + feedback, one vjp, averaged.

@@ -43,6 +43,7 @@ class MplSettings:
   feedback_weight: float = 1.0  # weight of the feedback term in the teacher's loss
   supervised_weight: float = 1.0  # weight of the teacher's supervised CE
   log_grad_parts: bool = False  # log the norm of each part of the teacher's gradient
+  student_update: str = "real"  # real: dot/meta follow the optimizer's update; plain: -lr*g
 
 
 def teacher_views(batch: Batch) -> jax.Array:
