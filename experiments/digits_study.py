@@ -86,6 +86,8 @@ def main() -> None:
                       help=f"comma-separated, from {sorted(VARIANTS)}")
   parser.add_argument("--root", default="/tmp/digits_study")
   parser.add_argument("--show_seeds", action="store_true")
+  parser.add_argument("--reward_size", action="store_true",
+                      help="also print the mean |h| of the logged steps, per method and seed")
   args = parser.parse_args()
   xla_options.prefer_eigen_cpu_convolutions()  # as main.py: before JAX computes anything
   seeds = parse_seeds(args.seeds)
@@ -103,6 +105,19 @@ def main() -> None:
                      count_column=False, all_columns=True))
   if args.show_seeds:
     print("\n" + report.per_seed(groups, "test/student_accuracy"))
+  if args.reward_size:
+    print("\nmean |h| over the logged MPL steps (the feedback term's scale, baseline off):")
+    for variant in methods:
+      sizes = [reward_size(os.path.join(args.root, variant, f"seed{seed}")) for seed in seeds]
+      if all(size is not None for size in sizes):
+        print(f"  {variant:<14} " + " ".join(f"{size:.3g}" for size in sizes))
+
+
+def reward_size(workdir: str) -> float | None:
+  """The mean |mpl/reward| a run logged (None for a run without a reward)."""
+  from mpl_jax import plots  # pylint: disable=g-import-not-at-top
+  series = plots.read_scalars(workdir).get("mpl/reward")
+  return None if series is None else float(abs(series[1]).mean())
 
 
 if __name__ == "__main__":
