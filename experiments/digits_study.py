@@ -89,7 +89,6 @@ def main() -> None:
   parser.add_argument("--reward_size", action="store_true",
                       help="also print the mean |h| of the logged steps, per method and seed")
   args = parser.parse_args()
-  xla_options.prefer_eigen_cpu_convolutions()  # as main.py: before JAX computes anything
   seeds = parse_seeds(args.seeds)
   methods = args.methods.split(",")
   unknown = sorted(set(methods) - set(VARIANTS))
@@ -121,4 +120,5 @@ def reward_size(workdir: str) -> float | None:
 
 
 if __name__ == "__main__":
+  xla_options.prefer_eigen_cpu_convolutions()  # as main.py: before JAX computes anything
   main()
