@@ -36,11 +36,15 @@ bench-test: $(BENCH_STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m pytest -q tests/benchmarks_test.py
 
 # The CPU benchmarks of BENCHMARKS.md (minutes each; never part of `make test`), after their
-# smoke tests.
+# smoke tests. Run it alone: each script waits for a quiet machine (no other busy process,
+# 1-minute load <= half the cores) and refuses after 15 minutes; every record carries the
+# load before and after. The smoke tests' load decays before the first one starts.
 bench: bench-test
-	$(VENV)/bin/python -m benchmarks.step_bench --labeled_batch=16 --mu=7 --runs=5
-	$(VENV)/bin/python -m benchmarks.compare --labeled_batch=16,64 --mu=7 --rounds=5
-	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m benchmarks.pipeline_bench --size=cifar,imagenet
+	$(VENV)/bin/python -m benchmarks.step_bench --labeled_batch=16 --mu=7 --runs=5 --cpu_convolutions=eigen
+	$(VENV)/bin/python -m benchmarks.compare --labeled_batch=16 --mu=7 --rounds=8 --cpu_convolutions=eigen
+	$(VENV)/bin/python -m benchmarks.compare --labeled_batch=64 --mu=7 --rounds=3 --cpu_convolutions=eigen
+	$(VENV)/bin/python -m benchmarks.profile_ops --images=240 --rounds=5 --cpu_convolutions=eigen
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/python -m benchmarks.pipeline_bench --size=cifar,imagenet --batches=10 --warmup=3
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info .pytest_cache

@@ -76,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--channels_last", default=None, choices=("on", "off"),
                  help="PyTorch memory format (default: on for GPUs, off for CPUs)")
-  p.add_argument("--cpu_convolutions", default="default", choices=("default", "eigen"),
-                 help="XLA:CPU convolution library: default (YNNPACK) or eigen")
+  step_bench.add_cpu_convolutions_flag(p)
+  timing.add_quiet_flags(p)
   return p.parse_args(argv)
 
 
@@ -85,12 +85,13 @@ def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   step_bench.set_cpu_convolutions(args.cpu_convolutions)
   channels_last = None if args.channels_last is None else args.channels_last == "on"
+  before = timing.wait_until_quiet(args)
   for b in (int(v) for v in args.labeled_batch.split(",")):
     case = jax_case.Case(depth=args.depth, width=args.width, labeled_batch=b, mu=args.mu,
                          dtype=args.dtype)
     jax_case.check(case)
     timing.emit(compare_case(case, rounds=args.rounds, steps_per_round=args.steps_per_round,
-                             warmup=args.warmup, channels_last=channels_last))
+                             warmup=args.warmup, channels_last=channels_last), before)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--batches", type=int, default=20, help="timed batches")
   p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
   p.add_argument("--pool", type=int, default=512, help="distinct random images per stream")
+  timing.add_quiet_flags(p)
   return p.parse_args(argv)
 
 
@@ -100,11 +101,12 @@ def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+  before = timing.wait_until_quiet(args)
   for size in args.size.split(","):
     if size not in SIZES:
       raise SystemExit(f"--size {size!r} is unknown; valid: {sorted(SIZES)}")
     timing.emit(run(size, args.labeled_batch, args.mu, args.threads, args.batches,
-                    args.warmup, args.pool))
+                    args.warmup, args.pool), before)
 
 
 if __name__ == "__main__":

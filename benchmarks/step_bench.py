@@ -36,15 +36,20 @@ import jax.numpy as jnp
 
 from benchmarks import jax_case
 from benchmarks import timing
+from mpl_jax import xla_options
 
-# XLA:CPU sends convolutions to YNNPACK by default; this flag sends them to Eigen.
-EIGEN_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+def add_cpu_convolutions_flag(parser) -> None:
+  parser.add_argument(
+      "--cpu_convolutions", default="default", choices=xla_options.CHOICES,
+      help="XLA:CPU convolution library: default (XLA's own, YNNPACK) or eigen (what "
+           "main.py sets; mpl_jax/xla_options.py)")
 
 
 def set_cpu_convolutions(kind: str) -> None:
   """Picks XLA:CPU's convolution library; must run before JAX creates its backend."""
-  if kind == "eigen" and EIGEN_CONV_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + EIGEN_CONV_FLAG).strip()
+  flags = os.environ.get("XLA_FLAGS", "")
+  if kind == "eigen" and xla_options.EIGEN_CONVOLUTIONS not in flags:
+    os.environ["XLA_FLAGS"] = (flags + " " + xla_options.EIGEN_CONVOLUTIONS).strip()
 
 
 def flops(computation) -> float:
@@ -211,14 +216,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--no_parts", action="store_true", help="time the step only")
   p.add_argument("--flops_only", action="store_true",
                  help="count the step's and parts' HLO FLOPs; compile and time nothing")
-  p.add_argument("--cpu_convolutions", default="default", choices=("default", "eigen"),
-                 help="XLA:CPU convolution library: default (YNNPACK) or eigen")
+  add_cpu_convolutions_flag(p)
+  timing.add_quiet_flags(p)
   return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   set_cpu_convolutions(args.cpu_convolutions)
+  before = None if args.flops_only else timing.wait_until_quiet(args)
   for b, mu, estimator, dtype, update in itertools.product(
       args.labeled_batch, args.mu, args.estimator, args.dtype, args.student_update):
     case = jax_case.Case(model=args.model, depth=args.depth, width=args.width,
@@ -229,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.flops_only:
       timing.emit(count_flops(case))
     else:
-      timing.emit(run_case(case, args.runs, args.warmup, with_parts=not args.no_parts))
+      timing.emit(run_case(case, args.runs, args.warmup, with_parts=not args.no_parts),
+                  before)
 
 
 if __name__ == "__main__":

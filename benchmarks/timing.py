@@ -75,8 +75,122 @@ def gpu_name() -> str | None:
   return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
 
 
-def emit(record: dict[str, Any]) -> None:
-  """Prints one JSON line (the benchmarks' only stdout output) and flushes it."""
+# A machine is quiet when no other process uses a core and the 1-minute load average is
+# at most this fraction of the cores. Timings taken beside other jobs on a small machine
+# are wrong by 2x and more, in either direction, so every benchmark checks first.
+QUIET_LOAD_PER_CORE = 0.5
+BUSY_CPU_SHARE = 0.2  # a process using at least this share of one core counts as busy
+ON_BUSY = ("wait", "refuse", "run")
+
+
+def load_average(path: str = "/proc/loadavg") -> list[float]:
+  """The 1-, 5- and 15-minute load averages."""
+  with open(path) as f:
+    return [float(v) for v in f.read().split()[:3]]
+
+
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
+  ticks = {}
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        stat = f.read()
+    except OSError:
+      continue
+    name = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    ticks[int(entry)] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
+  return ticks
+
+
+def busy_processes(interval: float = 1.0) -> list[dict[str, Any]]:
+  """Other processes that used >= BUSY_CPU_SHARE of a core over `interval` seconds."""
+  hz = os.sysconf("SC_CLK_TCK")
+  first = _cpu_ticks()
+  time.sleep(interval)
+  second = _cpu_ticks()
+  busy = []
+  for pid, (name, ticks) in second.items():
+    if pid == os.getpid() or pid not in first:
+      continue
+    share = (ticks - first[pid][1]) / hz / interval
+    if share >= BUSY_CPU_SHARE:
+      busy.append({"pid": pid, "name": name, "cores": round(share, 2)})
+  return busy
+
+
+def machine_load(interval: float = 1.0) -> dict[str, Any]:
+  """The load averages and the other busy processes, now."""
+  return {"load_average": load_average(), "busy_processes": busy_processes(interval),
+          "cores": os.cpu_count()}
+
+
+def is_quiet(load: dict[str, Any], max_load: float) -> bool:
+  return not load["busy_processes"] and load["load_average"][0] <= max_load
+
+
+def add_quiet_flags(parser) -> None:
+  """The flags of `wait_until_quiet`, shared by every benchmark."""
+  parser.add_argument(
+      "--on_busy", default="wait", choices=ON_BUSY,
+      help="when other processes use the CPU or the load is high: wait for quiet "
+           "(up to --max_wait_s, then refuse), refuse at once, or run anyway (the "
+           "record then says it was not quiet)")
+  parser.add_argument("--max_wait_s", type=float, default=900.0)
+  parser.add_argument("--max_load", type=float, default=None,
+                      help=f"1-minute load average that still counts as quiet "
+                           f"(default {QUIET_LOAD_PER_CORE} per core)")
+
+
+def wait_until_quiet(args) -> dict[str, Any]:
+  """Checks that nothing else runs before a benchmark; returns the 'before' reading.
+
+  Waits, refuses (SystemExit with one line saying what runs and what to do) or, with
+  --on_busy=run, warns on stderr and goes on. The reading goes into every record.
+  """
+  max_load = args.max_load if args.max_load is not None else (
+      QUIET_LOAD_PER_CORE * (os.cpu_count() or 1))
+  start = time.monotonic()
+  while True:
+    load = machine_load()
+    load["max_load"] = max_load
+    load["waited_s"] = round(time.monotonic() - start, 1)
+    if is_quiet(load, max_load):
+      load["quiet"] = True
+      return load
+    what = (f"load average {load['load_average'][0]:.2f} (quiet: <= {max_load:.2f}), "
+            f"busy: {_describe(load['busy_processes'])}")
+    if args.on_busy == "run":
+      print(f"WARNING: benchmarking on a busy machine ({what}); these figures are not "
+            "a measurement of the code", file=sys.stderr, flush=True)
+      load["quiet"] = False
+      return load
+    if args.on_busy == "refuse" or load["waited_s"] >= args.max_wait_s:
+      raise SystemExit(f"machine busy: {what}; stop the other jobs, or pass "
+                       "--on_busy=wait (with a larger --max_wait_s) or --on_busy=run")
+    print(f"waiting for a quiet machine: {what}", file=sys.stderr, flush=True)
+    time.sleep(15)
+
+
+def _describe(busy: list[dict[str, Any]]) -> str:
+  if not busy:
+    return "no other process"
+  return ", ".join(f"{p['name']} (pid {p['pid']}, {p['cores']} cores)" for p in busy[:5])
+
+
+def emit(record: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+  """Prints one JSON line (the benchmarks' only stdout output) and flushes it.
+
+  With `before` (from `wait_until_quiet`), the record gets `load`: the readings before
+  and after the run, and `quiet`, true only if no other process was busy at either end.
+  """
+  if before is not None:
+    after = machine_load()
+    record = {**record, "load": {
+        "before": before, "after": after,
+        "quiet": bool(before.get("quiet")) and not after["busy_processes"]}}
   print(json.dumps(record, sort_keys=True, default=_jsonable), flush=True)
   sys.stdout.flush()
 

@@ -261,12 +261,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="memory format (default: on for GPUs, off for CPUs)")
   p.add_argument("--runs", type=int, default=5)
   p.add_argument("--warmup", type=int, default=2)
+  timing.add_quiet_flags(p)
   return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   channels_last = None if args.channels_last is None else args.channels_last == "on"
+  before = timing.wait_until_quiet(args)
   mpl = TorchMpl(args.labeled_batch, args.mu, depth=args.depth, width=args.width,
                  dtype=args.dtype, device=args.device, channels_last=channels_last)
   for _ in range(args.warmup):
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             "images_per_s": images / step_time, **timing.machine_facts()}
   if mpl.on_gpu:
     record["device_peak_bytes"] = torch.cuda.max_memory_allocated(mpl.device)
-  timing.emit(record)
+  timing.emit(record, before)
 
 
 if __name__ == "__main__":

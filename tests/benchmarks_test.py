@@ -28,13 +28,26 @@ def env(tmp_path_factory):
 
 
 def _run(env, *args, timeout=600) -> list[dict]:
-  """Runs `python -m args...` in the repo root; returns its stdout's JSON lines."""
-  proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
+  """Runs `python -m args... --on_busy=run` in the repo root; returns its JSON lines.
+
+  A smoke test must not wait for a quiet machine; its records then say they were not
+  taken on one, which `_check_load` reads.
+  """
+  proc = subprocess.run([sys.executable, "-m", *args, "--on_busy=run"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = [line for line in proc.stdout.splitlines() if line.strip()]
   assert lines, f"no output; stderr: {proc.stderr[-2000:]}"
   return [json.loads(line) for line in lines]  # every stdout line is one JSON record
+
+
+def _check_load(record):
+  """Every timed record carries the machine's load before and after the run."""
+  load = record["load"]
+  for when in ("before", "after"):
+    assert len(load[when]["load_average"]) == 3
+    assert isinstance(load[when]["busy_processes"], list)
+  assert load["quiet"] == (load["before"]["quiet"] and not load["after"]["busy_processes"])
 
 
 def test_step_bench_imports_no_tensorflow(env):
@@ -66,6 +79,7 @@ def test_step_bench_reports_step_parts_and_ratios(env):
   assert record["time_ratio"] > 0
   assert record["mfu"] is None  # no known peak for a CPU
   assert len(record["step_times_s"]) == record["runs"] == 1
+  _check_load(record)
 
 
 def test_torch_reference_runs_one_step(env):
@@ -74,6 +88,7 @@ def test_torch_reference_runs_one_step(env):
   assert record["framework"] == "torch" and record["device"]
   assert record["step_time_s"] > 0 and record["images_per_s"] > 0
   assert record["images_per_step"] == 6
+  _check_load(record)
 
 
 def test_torch_network_is_the_flax_network():
@@ -102,6 +117,7 @@ def test_compare_prints_the_throughput_ratio(env):
   assert len(record["round_ratios"]) == 2
   assert record["jax_over_torch_throughput"] > 0
   assert record["jax_step_time_s"] > 0 and record["torch_step_time_s"] > 0
+  _check_load(record)
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "mpl_jax", "data", "pipeline.py")),
@@ -113,7 +129,51 @@ def test_pipeline_bench_both_sizes(env):
   for r in records:
     assert r["images_per_batch"] == 6 and r["images_per_s_per_core"] > 0
     assert r["keys"] == ["labeled_x", "labeled_y", "unlabeled_strong", "unlabeled_weak"]
+    _check_load(r)
 
 
 def test_gpu_script_parses():
   subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_run.sh")], check=True)
+
+
+def test_profile_step_tells_the_three_convolutions_apart():
+  """The JAX profile's classifier, on a strided convolution and both its gradients as
+  XLA:CPU compiles them (with this suite's XLA options, those of main.py)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+
+  def conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (2, 2), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def forward_and_back(x, k):
+    y, back = jax.vjp(conv, x, k)
+    return y, back(jnp.ones_like(y))
+
+  text = jax.jit(forward_and_back).lower(jnp.ones((4, 8, 8, 3)), jnp.ones((3, 3, 3, 5))
+                                         ).compile().as_text()
+  kinds = profile_step.classify_hlo(text)
+  convs = sorted(v for v in kinds.values() if v.startswith("conv_"))
+  assert convs == ["conv_filter_grad", "conv_forward", "conv_input_grad"], kinds
+  assert profile_step.conv_kind(
+      "%c = f32[16,3,3,32]{3,2,1,0} convolution(%a, %b), window={size=32x32 pad=1_1x1_1}"
+  ) == "conv_filter_grad"
+
+
+def test_profile_step_and_ops_run_both_frameworks(env):
+  pytest.importorskip("torch")
+  (step,) = _run(env, "benchmarks.profile_step", *TINY_WRN, "--steps=1", "--warmup=0")
+  assert step["jax"]["events_matched"] > 0 and step["jax"]["step_time_s"] > 0
+  assert step["torch"]["kinds_s"]["conv_forward"] > 0
+  assert step["torch"]["kinds_s"]["conv_backward"] > 0
+  _check_load(step)
+  (ops,) = _run(env, "benchmarks.profile_ops", "--depth=10", "--width=1", "--images=2",
+                "--rounds=1", "--warmup=0")
+  # WRN-10-1: a stem, three blocks (two 3x3 convolutions each) and two 1x1 projections.
+  assert sum(n for *_, n in ops["conv_shapes"]) == 1 + 3 * 2 + 2
+  for kind in ("conv_forward", "conv_input_grad", "conv_filter_grad", "batch_norm",
+               "update_and_ema", "network"):
+    row = ops["kinds"][kind]
+    assert row["jax"] > 0 and row["torch"] > 0 and row["jax_over_torch_throughput"] > 0
+  _check_load(ops)
