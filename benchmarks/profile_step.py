@@ -17,7 +17,8 @@ and sums the time per kind of work, per step:
                                  computes both gradients in one call: conv_backward)
   batch_norm_and_elementwise     BatchNorm, activations, residual adds, losses (what XLA
                                  fuses; PyTorch's batch_norm*, leaky_relu*, add, ...)
-  optimizer_and_ema              the two SGD updates and the EMA
+  optimizer_and_ema              the two SGD updates and the EMA (PyTorch only: XLA fuses
+                                 them into elementwise kernels)
   copies                         layout changes (transposes, copies, concatenations)
   other                          the rest (matrix products of the head, slicing, ...)
 
@@ -146,7 +147,8 @@ def profile_jax(case: jax_case.Case, steps: int, warmup: int) -> dict[str, Any]:
                        "jaxlib's XLA:CPU does not trace its thunks, so no per-kind profile")
   return {"kinds_thread_s": dict(totals), "step_time_s": timing.median(untraced),
           "traced_step_time_s": traced_seconds, "events_matched": matched,
-          "convolutions": sum(k.startswith("conv_") for k in kinds.values())}
+          "convolutions": dict(collections.Counter(
+              k for k in kinds.values() if k.startswith("conv_")))}
 
 
 def _torch_kind(op: str) -> str | None:

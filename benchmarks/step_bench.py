@@ -38,7 +38,9 @@ from benchmarks import jax_case
 from benchmarks import timing
 from mpl_jax import xla_options
 
+
 def add_cpu_convolutions_flag(parser) -> None:
+  """--cpu_convolutions, shared by the JAX benchmarks."""
   parser.add_argument(
       "--cpu_convolutions", default="default", choices=xla_options.CHOICES,
       help="XLA:CPU convolution library: default (XLA's own, YNNPACK) or eigen (what "

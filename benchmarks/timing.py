@@ -10,6 +10,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -84,41 +85,51 @@ ON_BUSY = ("wait", "refuse", "run")
 
 
 def load_average(path: str = "/proc/loadavg") -> list[float]:
-  """The 1-, 5- and 15-minute load averages."""
-  with open(path) as f:
-    return [float(v) for v in f.read().split()[:3]]
+  """The 1-, 5- and 15-minute load averages (os.getloadavg() where there is no /proc)."""
+  try:
+    with open(path) as f:
+      return [float(v) for v in f.read().split()[:3]]
+  except OSError:
+    return [float(v) for v in os.getloadavg()]
 
 
 def _cpu_ticks() -> dict[int, tuple[str, int]]:
+  """pid -> (name, CPU ticks of the process and of its finished children)."""
   ticks = {}
-  for entry in os.listdir("/proc"):
+  try:
+    entries = os.listdir("/proc")
+  except OSError:
+    return ticks
+  for entry in entries:
     if not entry.isdigit():
       continue
     try:
-      with open(f"/proc/{entry}/stat") as f:
-        stat = f.read()
-    except OSError:
-      continue
-    name = stat[stat.index("(") + 1:stat.rindex(")")]
-    fields = stat[stat.rindex(")") + 2:].split()
-    ticks[int(entry)] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
+      with open(f"/proc/{entry}/stat", "rb") as f:
+        stat = f.read().decode("utf-8", errors="replace")
+      name = stat[stat.index("(") + 1:stat.rindex(")")]
+      fields = stat[stat.rindex(")") + 2:].split()
+      # utime + stime + cutime + cstime: a parent's short-lived children count too.
+      ticks[int(entry)] = (name, sum(int(v) for v in fields[11:15]))
+    except (OSError, ValueError, IndexError):
+      continue  # gone, or not a process's stat line
   return ticks
 
 
 def busy_processes(interval: float = 1.0) -> list[dict[str, Any]]:
-  """Other processes that used >= BUSY_CPU_SHARE of a core over `interval` seconds."""
+  """Other processes that used >= BUSY_CPU_SHARE of a core over `interval` seconds,
+  busiest first. A process born during the interval counts with all its time."""
   hz = os.sysconf("SC_CLK_TCK")
   first = _cpu_ticks()
   time.sleep(interval)
   second = _cpu_ticks()
   busy = []
   for pid, (name, ticks) in second.items():
-    if pid == os.getpid() or pid not in first:
+    if pid == os.getpid():
       continue
-    share = (ticks - first[pid][1]) / hz / interval
+    share = (ticks - first.get(pid, (name, 0))[1]) / hz / interval
     if share >= BUSY_CPU_SHARE:
       busy.append({"pid": pid, "name": name, "cores": round(share, 2)})
-  return busy
+  return sorted(busy, key=lambda p: -p["cores"])
 
 
 def machine_load(interval: float = 1.0) -> dict[str, Any]:
@@ -128,7 +139,38 @@ def machine_load(interval: float = 1.0) -> dict[str, Any]:
 
 
 def is_quiet(load: dict[str, Any], max_load: float) -> bool:
+  """No other busy process and the 1-minute load at most `max_load`."""
   return not load["busy_processes"] and load["load_average"][0] <= max_load
+
+
+class Watcher(threading.Thread):
+  """Samples the other busy processes every `every` seconds while a benchmark runs, so a
+  job that starts and ends between the readings before and after is still seen."""
+
+  def __init__(self, every: float = 5.0):
+    super().__init__(daemon=True)
+    self.every = every
+    self.samples = 0
+    self.seen: dict[int, dict[str, Any]] = {}
+    self._stop_event = threading.Event()
+
+  def run(self) -> None:
+    while not self._stop_event.wait(self.every):
+      for process in busy_processes(1.0):
+        known = self.seen.get(process["pid"])
+        if known is None or process["cores"] > known["cores"]:
+          self.seen[process["pid"]] = process
+      self.samples += 1
+
+  def stop(self) -> None:
+    self._stop_event.set()
+
+  def report(self) -> dict[str, Any]:
+    return {"samples": self.samples, "every_s": self.every,
+            "busy_processes": sorted(self.seen.values(), key=lambda p: -p["cores"])}
+
+
+_WATCHER: Watcher | None = None
 
 
 def add_quiet_flags(parser) -> None:
@@ -144,12 +186,14 @@ def add_quiet_flags(parser) -> None:
                            f"(default {QUIET_LOAD_PER_CORE} per core)")
 
 
-def wait_until_quiet(args) -> dict[str, Any]:
+def wait_until_quiet(args, poll_s: float = 15.0) -> dict[str, Any]:
   """Checks that nothing else runs before a benchmark; returns the 'before' reading.
 
   Waits, refuses (SystemExit with one line saying what runs and what to do) or, with
-  --on_busy=run, warns on stderr and goes on. The reading goes into every record.
+  --on_busy=run, warns on stderr and goes on. Then starts a `Watcher` for the run. The
+  reading goes into every record `emit` prints afterwards.
   """
+  global _WATCHER
   max_load = args.max_load if args.max_load is not None else (
       QUIET_LOAD_PER_CORE * (os.cpu_count() or 1))
   start = time.monotonic()
@@ -157,40 +201,47 @@ def wait_until_quiet(args) -> dict[str, Any]:
     load = machine_load()
     load["max_load"] = max_load
     load["waited_s"] = round(time.monotonic() - start, 1)
-    if is_quiet(load, max_load):
-      load["quiet"] = True
-      return load
-    what = (f"load average {load['load_average'][0]:.2f} (quiet: <= {max_load:.2f}), "
-            f"busy: {_describe(load['busy_processes'])}")
-    if args.on_busy == "run":
-      print(f"WARNING: benchmarking on a busy machine ({what}); these figures are not "
-            "a measurement of the code", file=sys.stderr, flush=True)
-      load["quiet"] = False
-      return load
+    quiet = is_quiet(load, max_load)
+    if quiet or args.on_busy == "run":
+      break
+    what = _describe(load, max_load)
     if args.on_busy == "refuse" or load["waited_s"] >= args.max_wait_s:
       raise SystemExit(f"machine busy: {what}; stop the other jobs, or pass "
                        "--on_busy=wait (with a larger --max_wait_s) or --on_busy=run")
     print(f"waiting for a quiet machine: {what}", file=sys.stderr, flush=True)
-    time.sleep(15)
+    time.sleep(max(0.0, min(poll_s, args.max_wait_s - load["waited_s"])))
+  if not quiet:
+    print(f"WARNING: benchmarking on a busy machine ({_describe(load, max_load)}); these "
+          "figures are not a measurement of the code", file=sys.stderr, flush=True)
+  load["quiet"] = quiet
+  _WATCHER = Watcher()
+  _WATCHER.start()
+  return load
 
 
-def _describe(busy: list[dict[str, Any]]) -> str:
-  if not busy:
-    return "no other process"
-  return ", ".join(f"{p['name']} (pid {p['pid']}, {p['cores']} cores)" for p in busy[:5])
+def _describe(load: dict[str, Any], max_load: float) -> str:
+  busy = load["busy_processes"]
+  names = ", ".join(f"{p['name']} (pid {p['pid']}, {p['cores']} cores)" for p in busy[:5])
+  return (f"load average {load['load_average'][0]:.2f} (quiet: <= {max_load:.2f}), "
+          f"busy: {names or 'no other process'}")
 
 
 def emit(record: dict[str, Any], before: dict[str, Any] | None = None) -> None:
   """Prints one JSON line (the benchmarks' only stdout output) and flushes it.
 
-  With `before` (from `wait_until_quiet`), the record gets `load`: the readings before
-  and after the run, and `quiet`, true only if no other process was busy at either end.
+  With `before` (from `wait_until_quiet`, taken once before the script's first case),
+  the record gets `load`: that reading, one taken now (`after`), the busy processes the
+  watcher saw in between (`during`), and `quiet`, true only if the machine was quiet
+  before and no other process was busy during or after.
   """
   if before is not None:
     after = machine_load()
+    during = _WATCHER.report() if _WATCHER is not None else {"samples": 0,
+                                                               "busy_processes": []}
     record = {**record, "load": {
-        "before": before, "after": after,
-        "quiet": bool(before.get("quiet")) and not after["busy_processes"]}}
+        "before": before, "during": during, "after": after,
+        "quiet": (bool(before.get("quiet")) and not after["busy_processes"]
+                  and not during["busy_processes"])}}
   print(json.dumps(record, sort_keys=True, default=_jsonable), flush=True)
   sys.stdout.flush()
 

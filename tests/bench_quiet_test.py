@@ -1,10 +1,12 @@
 """The benchmarks' quiet-machine gate (benchmarks/timing.py): it sees another busy
-process, refuses or warns as told, and its readings go into the record."""
+process, refuses, waits or warns as told, watches during the run, and its readings go
+into the record."""
 
 import argparse
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,11 +22,27 @@ def spinner():
   proc.wait()
 
 
+@pytest.fixture(autouse=True)
+def stop_watching():
+  yield
+  if timing._WATCHER is not None:  # pylint: disable=protected-access
+    timing._WATCHER.stop()  # pylint: disable=protected-access
+    timing._WATCHER = None  # pylint: disable=protected-access
+
+
 def _args(on_busy, max_load=1e9, max_wait_s=0.0):
   parser = argparse.ArgumentParser()
   timing.add_quiet_flags(parser)
   return parser.parse_args([f"--on_busy={on_busy}", f"--max_load={max_load}",
                             f"--max_wait_s={max_wait_s}"])
+
+
+def _only(pid, monkeypatch):
+  """busy_processes as measured, but blind to every process other than `pid` (the
+  machine running the tests may have other busy processes of its own)."""
+  real = timing.busy_processes
+  monkeypatch.setattr(timing, "busy_processes",
+                      lambda interval=1.0: [p for p in real(interval) if p["pid"] == pid])
 
 
 def test_load_average_parses(tmp_path):
@@ -34,13 +52,13 @@ def test_load_average_parses(tmp_path):
 
 
 def test_a_busy_process_is_seen(spinner):
-  busy = timing.busy_processes(interval=0.5)
-  assert spinner.pid in [p["pid"] for p in busy]
+  busy = timing.busy_processes(interval=1.0)
   (mine,) = [p for p in busy if p["pid"] == spinner.pid]
   assert mine["cores"] >= timing.BUSY_CPU_SHARE
 
 
-def test_the_gate_refuses_a_busy_machine_in_one_line(spinner):
+def test_the_gate_refuses_a_busy_machine_in_one_line(spinner, monkeypatch):
+  _only(spinner.pid, monkeypatch)
   with pytest.raises(SystemExit) as exit_info:
     timing.wait_until_quiet(_args("refuse"))
   message = str(exit_info.value)
@@ -48,17 +66,39 @@ def test_the_gate_refuses_a_busy_machine_in_one_line(spinner):
   assert f"pid {spinner.pid}" in message and "--on_busy=run" in message
 
 
-def test_waiting_gives_up_after_max_wait(spinner):
+def test_waiting_gives_up_after_max_wait(spinner, monkeypatch):
+  _only(spinner.pid, monkeypatch)
   with pytest.raises(SystemExit, match="machine busy"):
     timing.wait_until_quiet(_args("wait", max_wait_s=0.0))
 
 
-def test_the_gate_refuses_a_high_load_without_busy_processes():
-  with pytest.raises(SystemExit, match="load average"):
+def test_the_gate_refuses_a_high_load_alone(monkeypatch):
+  monkeypatch.setattr(timing, "busy_processes", lambda interval=1.0: [])
+  with pytest.raises(SystemExit, match=r"load average .* \(quiet: <= -1.00\), busy: no other"):
     timing.wait_until_quiet(_args("refuse", max_load=-1.0))
 
 
-def test_running_anyway_warns_and_marks_the_record(spinner, capsys):
+def test_waiting_ends_when_the_machine_turns_quiet(monkeypatch, capsys):
+  readings = iter([[{"pid": 7, "name": "job", "cores": 1.0}], [], []])
+  monkeypatch.setattr(timing, "busy_processes", lambda interval=1.0: next(readings, []))
+  before = timing.wait_until_quiet(_args("wait", max_wait_s=60.0), poll_s=0.0)
+  assert before["quiet"] is True and before["busy_processes"] == []
+  assert "waiting for a quiet machine" in capsys.readouterr().err
+
+
+def test_the_watcher_sees_a_job_that_comes_and_goes(spinner):
+  watcher = timing.Watcher(every=0.1)
+  watcher.start()
+  time.sleep(2.5)
+  watcher.stop()
+  watcher.join(timeout=5)
+  report = watcher.report()
+  assert report["samples"] >= 1
+  assert spinner.pid in [p["pid"] for p in report["busy_processes"]]
+
+
+def test_running_anyway_warns_and_marks_the_record(spinner, monkeypatch, capsys):
+  _only(spinner.pid, monkeypatch)
   before = timing.wait_until_quiet(_args("run"))
   assert before["quiet"] is False
   assert "busy machine" in capsys.readouterr().err
@@ -67,3 +107,14 @@ def test_running_anyway_warns_and_marks_the_record(spinner, capsys):
   assert record["load"]["quiet"] is False
   assert spinner.pid in [p["pid"] for p in record["load"]["before"]["busy_processes"]]
   assert len(record["load"]["after"]["load_average"]) == 3
+  assert "busy_processes" in record["load"]["during"]
+
+
+def test_a_quiet_record_needs_quiet_before_during_and_after(monkeypatch, capsys):
+  monkeypatch.setattr(timing, "busy_processes", lambda interval=1.0: [])
+  before = timing.wait_until_quiet(_args("refuse"))
+  timing.emit({"benchmark": "x"}, before)
+  assert json.loads(capsys.readouterr().out)["load"]["quiet"] is True
+  timing._WATCHER.seen[7] = {"pid": 7, "name": "job", "cores": 1.0}  # pylint: disable=protected-access
+  timing.emit({"benchmark": "x"}, before)
+  assert json.loads(capsys.readouterr().out)["load"]["quiet"] is False

@@ -47,7 +47,8 @@ def _check_load(record):
   for when in ("before", "after"):
     assert len(load[when]["load_average"]) == 3
     assert isinstance(load[when]["busy_processes"], list)
-  assert load["quiet"] == (load["before"]["quiet"] and not load["after"]["busy_processes"])
+  assert load["quiet"] == (load["before"]["quiet"] and not load["after"]["busy_processes"]
+                           and not load["during"]["busy_processes"])
 
 
 def test_step_bench_imports_no_tensorflow(env):
@@ -165,6 +166,9 @@ def test_profile_step_and_ops_run_both_frameworks(env):
   pytest.importorskip("torch")
   (step,) = _run(env, "benchmarks.profile_step", *TINY_WRN, "--steps=1", "--warmup=0")
   assert step["jax"]["events_matched"] > 0 and step["jax"]["step_time_s"] > 0
+  convs = step["jax"]["convolutions"]  # instructions of the compiled step, by kind
+  assert set(convs) == {"conv_forward", "conv_input_grad", "conv_filter_grad"}, convs
+  assert step["jax"]["kinds_thread_s"]["batch_norm_and_elementwise"] > 0
   assert step["torch"]["kinds_s"]["conv_forward"] > 0
   assert step["torch"]["kinds_s"]["conv_backward"] > 0
   _check_load(step)
