@@ -83,9 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  step_bench.set_cpu_convolutions(args.cpu_convolutions)
+  before = step_bench.set_up(args)
   channels_last = None if args.channels_last is None else args.channels_last == "on"
-  before = timing.wait_until_quiet(args)
   for b in (int(v) for v in args.labeled_batch.split(",")):
     case = jax_case.Case(depth=args.depth, width=args.width, labeled_batch=b, mu=args.mu,
                          dtype=args.dtype)

@@ -231,8 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  step_bench.set_cpu_convolutions(args.cpu_convolutions)
-  before = timing.wait_until_quiet(args)
+  before = step_bench.set_up(args)
   import torch  # pylint: disable=import-outside-toplevel
   record = profile(args.depth, args.width, args.images, args.rounds, args.warmup,
                    args.channels_last == "on")

@@ -209,8 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  step_bench.set_cpu_convolutions(args.cpu_convolutions)
-  before = timing.wait_until_quiet(args)
+  before = step_bench.set_up(args)
   case = jax_case.Case(depth=args.depth, width=args.width, labeled_batch=args.labeled_batch,
                        mu=args.mu)
   jax_case.check(case)

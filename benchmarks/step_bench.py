@@ -54,6 +54,13 @@ def set_cpu_convolutions(kind: str) -> None:
     os.environ["XLA_FLAGS"] = (flags + " " + xla_options.EIGEN_CONVOLUTIONS).strip()
 
 
+def set_up(args, *, wait: bool = True) -> dict[str, Any] | None:
+  """What every JAX benchmark does first, before JAX starts: the CPU convolution library
+  of --cpu_convolutions, then (with `wait`) the quiet-machine check; returns its reading."""
+  set_cpu_convolutions(args.cpu_convolutions)
+  return timing.wait_until_quiet(args) if wait else None
+
+
 def flops(computation) -> float:
   """Total FLOPs from XLA's cost analysis of a compiled (or lowered) computation."""
   analysis = computation.cost_analysis()
@@ -225,8 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  set_cpu_convolutions(args.cpu_convolutions)
-  before = None if args.flops_only else timing.wait_until_quiet(args)
+  before = set_up(args, wait=not args.flops_only)
   for b, mu, estimator, dtype, update in itertools.product(
       args.labeled_batch, args.mu, args.estimator, args.dtype, args.student_update):
     case = jax_case.Case(model=args.model, depth=args.depth, width=args.width,
