@@ -65,8 +65,8 @@ def main(argv):
           train.NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  if result.preempted:
-    sys.exit(0)
+  if result.preempted:  # checkpoint saved; launch/ supervisors start it again
+    sys.exit(train.PREEMPTED_EXIT_CODE)
   print(" ".join(f"{k}={v:.4f}" for k, v in sorted(result.eval_metrics.items())))
 
 

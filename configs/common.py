@@ -91,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({
       "num_devices": 0,          # devices of the mesh; 0 = all
       "model_axis": 1,           # devices per parameter shard group (FSDP); 1 = data parallel
+      "gather": "network",       # FSDP gathers each network whole, or each "layer" as it runs
   })
   return c
 

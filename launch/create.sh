@@ -20,6 +20,20 @@ case $PROVISIONING in
   reserved) provisioning=(--reserved) ;;
   *) die "PROVISIONING=$PROVISIONING must be on-demand, spot or reserved" ;;
 esac
+# The software version must be one made for the accelerator's generation.
+case $ACCELERATOR_TYPE in
+  v2-* | v3-* | v4-*) runtimes="tpu-ubuntu2204-base tpu-vm-*" ;;
+  v5p-*) runtimes="v2-alpha-tpuv5" ;;
+  v5litepod-* | v5e-*) runtimes="v2-alpha-tpuv5-lite" ;;
+  v6e-*) runtimes="v2-alpha-tpuv6e" ;;
+  *) die "ACCELERATOR_TYPE=$ACCELERATOR_TYPE is not a TPU type this script knows (v4-32, v5p-64, v5litepod-16, v6e-8, ...)" ;;
+esac
+fits=0
+for runtime in $runtimes; do
+  # shellcheck disable=SC2053  # the runtime names may be patterns
+  [[ $RUNTIME_VERSION == $runtime ]] && fits=1
+done
+((fits)) || die "RUNTIME_VERSION=$RUNTIME_VERSION does not run on $ACCELERATOR_TYPE; use ${runtimes// / or }"
 
 if [[ $QUEUED == yes ]]; then
   run gcloud compute tpus queued-resources create "$TPU_NAME" "${GCLOUD_TARGET[@]}" \

@@ -6,12 +6,16 @@
 # Each worker runs, from ~/REMOTE_DIR and detached from the ssh session (nohup):
 #   MPL_DISTRIBUTED=always ~/REMOTE_VENV/bin/python main.py --config=CONFIG
 #       --workdir=WORKDIR EXTRA_ARGS...  >> ~/LOG_FILE
-# and writes its process id to ~/LOG_FILE with .pid for .log. WORKDIR must be gs://: every
-# worker reads and writes the same checkpoints. A worker whose previous run is still alive
-# refuses to start a second one. Rerunning after a stop or preemption resumes from the
-# newest checkpoint in WORKDIR.
+# under a small wrapper that passes SIGTERM on to it and writes its exit status to
+# ~/LOG_FILE with .exit for .log (0 finished, 75 preempted after a checkpoint, anything
+# else failed; launch/watch.sh reads it), and writes the wrapper's process id to .pid.
+# JAX_COMPILATION_CACHE_DIR is COMPILATION_CACHE (default WORKDIR/compilation_cache), so
+# a restarted run loads its compiled step instead of compiling it again. WORKDIR must be
+# gs://: every worker reads and writes the same checkpoints. A worker whose previous run
+# is still alive refuses to start a second one. Rerunning after a stop or preemption
+# resumes from the newest checkpoint in WORKDIR.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options
@@ -19,8 +23,14 @@ load_tpu_env
 require CONFIG WORKDIR
 [[ $WORKDIR == gs://?* ]] || die "WORKDIR=$WORKDIR must be a gs:// path that every worker can reach"
 extra_args
+CACHE=${COMPILATION_CACHE:-${WORKDIR%/}/compilation_cache}
+# The wrapper (bash -c): runs the command, passes SIGTERM/SIGINT on to it, then writes its
+# exit status to $HOME/<first argument>.
+wrapper='f=$HOME/$1; shift; rm -f "$f"; "$@" & c=$!; trap "kill -TERM $c 2>/dev/null" TERM INT; while kill -0 $c 2>/dev/null; do wait $c; done; wait $c; echo $? > "$f"'
 # ~ stays bare (unquoted) so that it expands on the worker; REMOTE_VENV is checked safe.
-train="$(join_quoted env MPL_DISTRIBUTED="${MPL_DISTRIBUTED:-always}" TF_CPP_MIN_LOG_LEVEL=2) \
+train="$(join_quoted bash -c "$wrapper" run "${LOG_FILE%.log}.exit" env \
+  MPL_DISTRIBUTED="${MPL_DISTRIBUTED:-always}" TF_CPP_MIN_LOG_LEVEL=2 \
+  JAX_COMPILATION_CACHE_DIR="$CACHE") \
 ~/$REMOTE_VENV/bin/python $(join_quoted main.py --config="$CONFIG" --workdir="$WORKDIR" \
   ${EXTRA[@]+"${EXTRA[@]}"})"
 # shellcheck disable=SC2088  # ~ is for the worker's shell

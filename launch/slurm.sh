@@ -6,15 +6,23 @@
 # Uses CONFIG, WORKDIR (on a file system every node mounts, or gs://), NODES,
 # GPUS_PER_NODE, TASKS (node: one process per node seeing all its GPUs; gpu: one process
 # per GPU) and optionally PARTITION, ACCOUNT, TIME, JOB_NAME, SLURM_LOG_DIR, PYTHON,
-# SLURM_SETUP (a shell line run before srun, e.g. module load or venv activation) and
-# EXTRA_ARGS. The job runs this script again (with --in-job) from the repository root;
+# SLURM_SETUP (a shell line run before srun, e.g. module load or venv activation),
+# CPUS_PER_GPU (default 8: cores for each task's input pipeline, per GPU it drives),
+# SIGNAL_LEAD (default 300: seconds before the time limit at which the tasks get SIGTERM
+# and save a checkpoint), REVISION (default HEAD), SLURM_CODE_DIR and EXTRA_ARGS.
+# The job runs the committed files of REVISION, unpacked once into SLURM_CODE_DIR/<commit>
+# (default launch/slurm_code/<commit>), so later edits or checkouts never change a queued,
+# running or requeued job. The job runs this script again (with --in-job) from there;
 # each task's main.py finds the others through SLURM's variables (mpl_jax/distributed.py).
+# A task stopped by the time-limit signal or a preemption exits 75 after its checkpoint,
+# and the job requeues itself (scontrol requeue; the job is submitted with --requeue and
+# appends to its log), resuming from the newest checkpoint in WORKDIR.
 # --dry-run prints the sbatch command and the srun command each job will run.
 if [[ " $* " == *" --in-job "* ]]; then
-  LAUNCH_DIR=$PWD/launch  # sbatch runs a copy of this file; the job starts in the repo
+  LAUNCH_DIR=${MPL_LAUNCH_DIR:-$PWD/launch}  # sbatch runs a copy of this file
 fi
 source "${LAUNCH_DIR:-$(dirname "${BASH_SOURCE[0]}")}/lib.sh"
-usage() { sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options --in-job
@@ -24,9 +32,13 @@ require CONFIG WORKDIR NODES GPUS_PER_NODE
 TASKS=${TASKS:-node}
 [[ $NODES =~ ^[1-9][0-9]*$ ]] || die "NODES=$NODES must be a positive number"
 [[ $GPUS_PER_NODE =~ ^[1-9][0-9]*$ ]] || die "GPUS_PER_NODE=$GPUS_PER_NODE must be a positive number"
+CPUS_PER_GPU=${CPUS_PER_GPU:-8}
+SIGNAL_LEAD=${SIGNAL_LEAD:-300}
+[[ $CPUS_PER_GPU =~ ^[1-9][0-9]*$ ]] || die "CPUS_PER_GPU=$CPUS_PER_GPU must be a positive number"
+[[ $SIGNAL_LEAD =~ ^[1-9][0-9]*$ ]] || die "SIGNAL_LEAD=$SIGNAL_LEAD must be a positive number of seconds"
 case $TASKS in
-  node) tasks_per_node=1 ;;
-  gpu) tasks_per_node=$GPUS_PER_NODE ;;
+  node) tasks_per_node=1 cpus_per_task=$((CPUS_PER_GPU * GPUS_PER_NODE)) ;;
+  gpu) tasks_per_node=$GPUS_PER_NODE cpus_per_task=$CPUS_PER_GPU ;;
   *) die "TASKS=$TASKS must be node or gpu" ;;
 esac
 extra_args
@@ -46,22 +58,43 @@ if [[ $in_job == 1 ]]; then
   if [[ -n ${SLURM_SETUP:-} ]]; then
     if ((DRY_RUN)); then echo "$SLURM_SETUP"; else eval "$SLURM_SETUP"; fi
   fi
-  run "${srun_command[@]}"
-  exit
+  echo "=== $(date -u +%FT%TZ) job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) revision $(cat REVISION 2>/dev/null)" >&2
+  status=0
+  run "${srun_command[@]}" || status=$?
+  if ((status == 75)) && ((!DRY_RUN)); then  # stopped after a checkpoint: continue later
+    run scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+  fi
+  exit "$status"
 fi
 
 env_file=$(cd "$(dirname "$ENV_FILE")" && pwd)/$(basename "$ENV_FILE")
 log_dir=${SLURM_LOG_DIR:-$LAUNCH_DIR/slurm_logs}
+commit=$(git -C "$REPO_ROOT" rev-parse --verify --quiet "${REVISION:-HEAD}^{commit}") ||
+  die "REVISION=${REVISION:-HEAD} is not a commit of $REPO_ROOT"
+code_dir=${SLURM_CODE_DIR:-$LAUNCH_DIR/slurm_code}/$commit
 sbatch_options=(--job-name="${JOB_NAME:-mpl_jax}" --nodes="$NODES"
   --ntasks-per-node="$tasks_per_node" --gpus-per-node="$GPUS_PER_NODE"
-  --output="$log_dir/%x-%j.out" --chdir="$REPO_ROOT")
+  --cpus-per-task="$cpus_per_task" --signal=TERM@"$SIGNAL_LEAD" --requeue
+  --open-mode=append --output="$log_dir/%x-%j.out" --chdir="$code_dir"
+  --export=ALL,MPL_LAUNCH_DIR="$LAUNCH_DIR")
 [[ -n ${PARTITION:-} ]] && sbatch_options+=(--partition="$PARTITION")
 [[ -n ${ACCOUNT:-} ]] && sbatch_options+=(--account="$ACCOUNT")
 [[ -n ${TIME:-} ]] && sbatch_options+=(--time="$TIME")
 run mkdir -p "$log_dir"
+if [[ ! -f $code_dir/REVISION ]]; then  # unpacked once; a partial copy is unpacked again
+  run rm -rf "$code_dir"
+  run mkdir -p "$code_dir"
+  if ((DRY_RUN)); then
+    echo "git -C $(quote "$REPO_ROOT") archive $commit | tar -x -C $(quote "$code_dir")"
+  else
+    git -C "$REPO_ROOT" archive "$commit" | tar -x -C "$code_dir"
+  fi
+  if ((DRY_RUN)); then echo "echo $commit > $(quote "$code_dir/REVISION")"; else echo "$commit" >"$code_dir/REVISION"; fi
+fi
 run sbatch "${sbatch_options[@]}" "$LAUNCH_DIR/slurm.sh" --in-job "$env_file"
 if ((DRY_RUN)); then
-  echo "# each job then runs, from $REPO_ROOT:"
+  echo "# each job then runs, from $code_dir:"
   [[ -z ${SLURM_SETUP:-} ]] || echo "$SLURM_SETUP"
   join_quoted "${srun_command[@]}"
   echo

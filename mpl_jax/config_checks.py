@@ -7,6 +7,7 @@ from mpl_jax import estimators
 from mpl_jax import methods
 from mpl_jax import models
 from mpl_jax import optim
+from mpl_jax import sharding
 
 ConfigError = errors.ConfigError
 _one_of = errors.one_of
@@ -79,4 +80,9 @@ def validate(config) -> None:
   if not isinstance(config.mesh.model_axis, int) or config.mesh.model_axis < 1:
     raise ConfigError(f"mesh.model_axis={config.mesh.model_axis!r} must be an integer >= 1 "
                       "(1 = data parallel only)")
+  _one_of("mesh.gather", config.mesh.gather, sharding.GATHERS)
+  if config.mesh.gather == "layer" and config.model.name not in models.LAYER_GATHER:
+    raise ConfigError(f"mesh.gather=layer gathers each block's parameters inside the model, "
+                      f"which model {config.model.name!r} cannot; use --config.mesh.gather="
+                      f"network, or a model in {sorted(models.LAYER_GATHER)}")
   methods.check(config)  # the method's own fields, and finetuning's

@@ -93,7 +93,8 @@ def build(config, spec: data_lib.DataSpec | None = None, mesh: jax.sharding.Mesh
 
   `spec` defaults to what `config.data` describes. With a `mesh` that has a model axis,
   each network's parameters are all-gathered where it runs (FSDP,
-  `sharding.gather_before_use`; `split_gradients` as there).
+  `sharding.gather_before_use`; `split_gradients` as there), or, with
+  `mesh.gather="layer"`, each block's where the block runs (`sharding.layer_gather`).
   """
   spec = spec or data_lib.spec(config.data)
   method = methods.get(config.method)
@@ -101,8 +102,13 @@ def build(config, spec: data_lib.DataSpec | None = None, mesh: jax.sharding.Mesh
   total = config.num_steps + pretrain
 
   def runnable(module):
-    apply = make_apply(module)
-    return apply if mesh is None else sharding.gather_before_use(apply, mesh, split_gradients)
+    if mesh is None:
+      return make_apply(module)
+    per_layer = config.mesh.gather == "layer" and hasattr(module, "param_gather")
+    if per_layer:  # the model gathers each block's parameters; BatchNorm statistics here
+      module = module.clone(param_gather=sharding.layer_gather(mesh, split_gradients))
+    return sharding.gather_before_use(make_apply(module), mesh, split_gradients,
+                                      gather_params=not per_layer)
 
   student_module = models.build(config.model, spec.num_classes)
   # The student waits while a pretraining teacher trains (its schedule follows the

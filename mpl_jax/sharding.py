@@ -6,13 +6,28 @@ default) parameters and optimizer state are replicated: plain data parallelism. 
 statistics are split k ways over `model` (each array on its largest dimension that k
 divides; arrays with none stay replicated), so a device holds 1/k of the state; each
 network's parameters are all-gathered where it runs and its gradients reduce-scattered
-back (`gather_before_use`). Under `jax.jit` XLA inserts those collectives and the gradient
-all-reduce, and every mean in a loss (the MPL reward h and BatchNorm statistics included)
-is over the global batch, not per device.
+back. Under `jax.jit` XLA inserts those collectives and the gradient all-reduce, and every
+mean in a loss (the MPL reward h and BatchNorm statistics included) is over the global
+batch, not per device.
+
+Where the parameters are gathered (`mesh.gather`):
+- "network" (`gather_before_use`): each network's whole parameter tree where the network
+  runs. Simple, and fine while one network's parameters and gradients fit beside the
+  activations (small models).
+- "layer" (`layer_gather`, given to the model): each block's parameters just before the
+  block runs, its gradient reduce-scattered right after; in a scanned stage that is one
+  slice of the stacked parameters per loop step. The gathered copies are tagged
+  `GATHERED` and are never saved for the backward pass: rematerialization gathers them
+  again, so at most a block or two is whole on a device at a time.
+
+Parameters stacked over a leading scan axis (a module whose name ends in
+`STACKED_SUFFIX`) are never split on that axis, so one step of the loop reads one block's
+slice of every device's shard.
 """
 
 import jax
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mpl_jax.errors import ConfigError
@@ -20,6 +35,11 @@ from mpl_jax.errors import ConfigError
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
 BATCH_AXES = (DATA_AXIS, MODEL_AXIS)  # the batch is split over every device
+GATHERS = ("network", "layer")  # the values of mesh.gather
+# A module whose name ends in this holds parameters stacked over a leading scan axis.
+STACKED_SUFFIX = "_rest"
+# The name (`jax.ad_checkpoint.checkpoint_name`) of a block's gathered parameters.
+GATHERED = "fsdp_gathered"
 
 
 def make_mesh(num_devices: int = 0, model_axis: int = 1) -> Mesh:
@@ -49,12 +69,13 @@ def model_axis_size(mesh: Mesh) -> int:
   return mesh.shape.get(MODEL_AXIS, 1)
 
 
-def fsdp_spec(shape: tuple[int, ...], model_size: int) -> P:
-  """Splits an array over `model` on its largest dimension that model_size divides."""
+def fsdp_spec(shape: tuple[int, ...], model_size: int, stacked: bool = False) -> P:
+  """Splits an array over `model` on its largest dimension that model_size divides (not
+  the leading axis of `stacked` parameters, so each slice splits as one block would)."""
   if model_size == 1 or not shape:
     return P()
   dims = [d for d in sorted(range(len(shape)), key=lambda d: -shape[d])
-          if shape[d] % model_size == 0]
+          if shape[d] % model_size == 0 and not (stacked and d == 0)]
   if not dims:
     return P()
   spec = [None] * len(shape)
@@ -62,49 +83,74 @@ def fsdp_spec(shape: tuple[int, ...], model_size: int) -> P:
   return P(*spec)
 
 
+def is_stacked(path) -> bool:
+  """Whether a leaf at this pytree path lies under a module of stacked (scanned) blocks."""
+  return any(str(getattr(key, "key", "")).endswith(STACKED_SUFFIX) for key in path)
+
+
 def state_sharding(mesh: Mesh, abstract_state):
   """The sharding of every leaf of a train state: replicated, or FSDP over `model`."""
   size = model_axis_size(mesh)
-  return jax.tree.map(lambda leaf: NamedSharding(mesh, fsdp_spec(leaf.shape, size)),
-                      abstract_state)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: NamedSharding(mesh, fsdp_spec(leaf.shape, size, is_stacked(path))),
+      abstract_state)
 
 
-def gather_before_use(apply, mesh: Mesh, split_gradients: bool = True):
-  """FSDP: parameters arrive split over `model` and are all-gathered where a network runs;
-  their gradients leave split again (reduce-scattered), and so do the sums of gradient
-  accumulation. BatchNorm statistics are gathered too.
+def _gather(mesh: Mesh, split_gradients: bool):
+  """tree -> the same tree whole on every device of the mesh. With `split_gradients`, its
+  gradient leaves split over `model` again (a reduce-scatter) as soon as it is formed."""
+  size = model_axis_size(mesh)
+  whole = replicated(mesh)
+
+  def constrain_whole(tree):
+    return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: whole, tree))
+
+  @jax.custom_vjp
+  def gather(tree):
+    return constrain_whole(tree)
+
+  def gather_fwd(tree):
+    return gather(tree), None
+
+  def gather_bwd(_, cotangent):  # the gradient, back in the parameters' split layout
+    return (jax.lax.with_sharding_constraint(cotangent, jax.tree_util.tree_map_with_path(
+        lambda path, x: NamedSharding(mesh, fsdp_spec(x.shape, size, is_stacked(path))),
+        cotangent)),)
+
+  gather.defvjp(gather_fwd, gather_bwd)
+  return gather if split_gradients else constrain_whole
+
+
+def layer_gather(mesh: Mesh, split_gradients: bool = True):
+  """FSDP per layer: the function a model applies to one block's parameters right before
+  the block runs (`mesh.gather="layer"`). It all-gathers them, names the whole copies
+  `GATHERED` (so a checkpoint policy can drop them from the saved residuals) and sends
+  their gradient back split. None without a model axis."""
+  if model_axis_size(mesh) == 1:
+    return None
+  gather = _gather(mesh, split_gradients)
+  return lambda tree: jax.tree.map(lambda x: checkpoint_name(x, GATHERED), gather(tree))
+
+
+def gather_before_use(apply, mesh: Mesh, split_gradients: bool = True,
+                      gather_params: bool = True):
+  """FSDP per network: parameters arrive split over `model` and are all-gathered where a
+  network runs; their gradients leave split again (reduce-scattered), and so do the sums
+  of gradient accumulation. BatchNorm statistics are gathered too. With
+  `gather_params=False` only the BatchNorm statistics are (the model gathers each
+  layer's parameters itself, `layer_gather`).
 
   Without these constraints XLA may instead split activations over channels to follow the
   parameters' layout, or keep a full-size gradient on every device. With no model axis,
   `apply` comes back unchanged.
   """
-  size = model_axis_size(mesh)
-  if size == 1:
+  if model_axis_size(mesh) == 1:
     return apply
-  whole = replicated(mesh)
-  split = lambda tree: jax.tree.map(
-      lambda x: NamedSharding(mesh, fsdp_spec(x.shape, size)), tree)
-
-  @jax.custom_vjp
-  def gather(params):
-    return jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: whole, params))
-
-  def gather_fwd(params):
-    return gather(params), None
-
-  def gather_bwd(_, cotangent):  # the gradient, back in the parameters' split layout
-    return (jax.lax.with_sharding_constraint(cotangent, split(cotangent)),)
-
-  gather.defvjp(gather_fwd, gather_bwd)
-
-  def gather_forward_only(params):
-    return jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: whole, params))
+  gather_state = _gather(mesh, split_gradients=False)
+  gather = _gather(mesh, split_gradients) if gather_params else (lambda tree: tree)
 
   def gathered_apply(params, model_state, inputs, **kwargs):
-    model_state = jax.lax.with_sharding_constraint(
-        model_state, jax.tree.map(lambda _: whole, model_state))
-    params = gather(params) if split_gradients else gather_forward_only(params)
-    return apply(params, model_state, inputs, **kwargs)
+    return apply(gather(params), gather_state(model_state), inputs, **kwargs)
 
   return gathered_apply
 

@@ -106,6 +106,11 @@ def _record_phase_end(root: epath.Path, phase: str, step: int, evals: dict[str, 
   files.write_json(path, record)
 
 
+# main.py's exit status after a preemption (SIGTERM) once its checkpoint is saved: "not
+# finished, start me again" (EX_TEMPFAIL), for launch/watch.sh and SLURM requeues.
+PREEMPTED_EXIT_CODE = 75
+
+
 def train_and_evaluate(config, workdir: str) -> TrainResult:
   """Trains `config.method` in `workdir`, resuming from its newest checkpoint if any."""
   config_checks.validate(config)

@@ -3,7 +3,9 @@
 The fakes come first on PATH and record every call. In "forbid" mode a call fails the test
 (dry runs and bad settings must run nothing); in "simulate" mode the fake gcloud acts as a
 one-worker TPU VM whose home is a temporary folder (scp copies into it, ssh runs the
-command there with bash), and the fake sbatch runs the job script as SLURM would.
+command there with bash; with FAKE_TPU_STATE, describe/create/delete read and write the
+VM's state in that file), the fake sbatch runs the job script as SLURM would, and with
+FAKE_SRUN=run the fake srun runs its command.
 """
 
 import json
@@ -40,11 +42,50 @@ elif tool == "gcloud" and args[:4] == ["compute", "tpus", "tpu-vm", "ssh"]:
   command = next(a for a in args if a.startswith("--command="))[len("--command="):]
   sys.exit(subprocess.run(["bash", "-c", command], cwd=home,
                           env=dict(os.environ, HOME=home)).returncode)
+elif tool == "gcloud" and os.environ.get("FAKE_TPU_STATE") and args[3:4] == ["describe"]:
+  if not os.path.exists(os.environ["FAKE_TPU_STATE"]):
+    sys.exit("ERROR: NOT_FOUND")
+  print(open(os.environ["FAKE_TPU_STATE"]).read().strip())
+elif tool == "gcloud" and os.environ.get("FAKE_TPU_STATE") and args[3:4] == ["create"]:
+  open(os.environ["FAKE_TPU_STATE"], "w").write("READY")
+elif tool == "gcloud" and os.environ.get("FAKE_TPU_STATE") and args[3:4] == ["delete"]:
+  os.remove(os.environ["FAKE_TPU_STATE"])
 elif tool == "sbatch":
   chdir = next(a for a in args if a.startswith("--chdir="))[len("--chdir="):]
+  exports = next(a for a in args if a.startswith("--export="))[len("--export="):]
   script = next(i for i, a in enumerate(args) if not a.startswith("--"))
-  sys.exit(subprocess.run(["bash", *args[script:]], cwd=chdir,
-                          env=dict(os.environ, SLURM_JOB_ID="42")).returncode)
+  env = dict(os.environ, SLURM_JOB_ID="42")
+  env.update(kv.split("=", 1) for kv in exports.split(",") if "=" in kv)
+  sys.exit(subprocess.run(["bash", *args[script:]], cwd=chdir, env=env).returncode)
+elif tool == "srun" and os.environ.get("FAKE_SRUN") == "run":
+  command = next(i for i, a in enumerate(args) if not a.startswith("--"))
+  sys.exit(subprocess.run(args[command:]).returncode)
+'''
+
+# A stand-in for main.py's training: resumes from the newest checkpoint of --workdir (gs://
+# maps to FAKE_GS), writes one checkpoint per step up to 40, and on SIGTERM stops after the
+# current step with main.py's preemption status (75). Each start appends "<first step>
+# <JAX_COMPILATION_CACHE_DIR> <cwd>" to <workdir>/starts.
+TRAINER = r'''#!{python}
+import os, signal, sys, time
+workdir = next(a for a in sys.argv if a.startswith("--workdir="))[len("--workdir="):]
+if workdir.startswith("gs://"):
+  workdir = os.path.join(os.environ["FAKE_GS"], workdir[len("gs://"):])
+checkpoints = os.path.join(workdir, "checkpoints")
+os.makedirs(checkpoints, exist_ok=True)
+start = max((int(d) for d in os.listdir(checkpoints)), default=0)
+with open(os.path.join(workdir, "starts"), "a") as f:
+  f.write(f"{{start}} {{os.environ.get('JAX_COMPILATION_CACHE_DIR', '-')}} {{os.getcwd()}}\n")
+with open(os.path.join(workdir, "trainer.pid"), "w") as f:
+  f.write(str(os.getpid()))
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+for step in range(start + 1, 41):
+  if stop:
+    sys.exit(75)
+  time.sleep(0.1)
+  os.mkdir(os.path.join(checkpoints, str(step)))
+open(os.path.join(workdir, "results.json"), "w").close()
 '''
 
 TEST_ENV = {
@@ -72,7 +113,7 @@ class Launcher:
     self.worker_home = tmp_path / "worker_home"
     for d in (self.bin, self.worker_home, tmp_path / "home", tmp_path / "tmp"):
       d.mkdir()
-    for tool in ("gcloud", "sbatch", "srun"):
+    for tool in ("gcloud", "sbatch", "srun", "scontrol"):
       path = self.bin / tool
       path.write_text(FAKE.format(python=sys.executable))
       path.chmod(0o755)
@@ -85,12 +126,27 @@ class Launcher:
     path.write_text("\n".join(lines) + "\n" + raw)
     return str(path)
 
+  def environ(self, mode, **env) -> dict[str, str]:
+    return {"PATH": f"{self.bin}:{os.environ['PATH']}", "HOME": str(self.tmp / "home"),
+            "TMPDIR": str(self.tmp / "tmp"), "LANG": "C.UTF-8", "FAKE_MODE": mode,
+            "FAKE_LOG": str(self.log), "FAKE_WORKER_HOME": str(self.worker_home), **env}
+
   def __call__(self, script, *args, mode="forbid", **env):
-    environ = {"PATH": f"{self.bin}:{os.environ['PATH']}", "HOME": str(self.tmp / "home"),
-               "TMPDIR": str(self.tmp / "tmp"), "LANG": "C.UTF-8", "FAKE_MODE": mode,
-               "FAKE_LOG": str(self.log), "FAKE_WORKER_HOME": str(self.worker_home), **env}
-    return subprocess.run(["bash", os.path.join(LAUNCH, script), *args], env=environ,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(["bash", os.path.join(LAUNCH, script), *args],
+                          env=self.environ(mode, **env), capture_output=True, text=True,
+                          timeout=60)
+
+  def start(self, script, *args, mode="simulate", **env) -> subprocess.Popen:
+    """The script running in the background (for the tests that interrupt it)."""
+    return subprocess.Popen(["bash", os.path.join(LAUNCH, script), *args],
+                            env=self.environ(mode, **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+  def trainer(self, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TRAINER.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
 
   def calls(self) -> list[list[str]]:
     if not self.log.exists():
@@ -166,6 +222,11 @@ def test_setup_installs_the_pinned_requirements_with_jax_tpu_on_all_workers(laun
        f'requirements.lock "jax[tpu]"; {pip} install -q --no-deps -e .']]
 
 
+# run.sh's wrapper on the worker: passes SIGTERM on, writes the exit status to ~/<$1>.
+WRAPPER = ('f=$HOME/$1; shift; rm -f "$f"; "$@" & c=$!; trap "kill -TERM $c 2>/dev/null" '
+           'TERM INT; while kill -0 $c 2>/dev/null; do wait $c; done; wait $c; echo $? > "$f"')
+
+
 def test_run_starts_main_py_on_all_workers_detached_with_a_log(launch):
   env = launch.env_file(raw="EXTRA_ARGS=(--config.num_steps=10 \"--config.note=it's a test\")\n")
   [command] = printed(launch("run.sh", "--dry-run", env))
@@ -176,7 +237,10 @@ def test_run_starts_main_py_on_all_workers_detached_with_a_log(launch):
       "$(cat ~/mpl_jax.pid) 2>/dev/null; then echo \"error: a run is still going on "
       "$(hostname); launch/stop.sh ends it\" >&2; exit 1; fi; echo \"=== $(date -u "
       "+%FT%TZ) revision $(cat REVISION 2>/dev/null) on $(hostname)\" >> ~/mpl_jax.log; "
-      "nohup env MPL_DISTRIBUTED=always TF_CPP_MIN_LOG_LEVEL=2 ~/mpl_venv/bin/python "
+      "nohup bash -c f=" + shlex.quote(WRAPPER[2:]) + " run mpl_jax.exit env MPL_DISTRIBUTED=always "
+      "TF_CPP_MIN_LOG_LEVEL=2 "
+      "JAX_COMPILATION_CACHE_DIR=gs://test-bucket/runs/digits/compilation_cache "
+      "~/mpl_venv/bin/python "
       "main.py --config=configs/digits.py:mpl --workdir=gs://test-bucket/runs/digits "
       "--config.num_steps=10 --config.note='it'\\''s a test' >> ~/mpl_jax.log 2>&1 "
       "< /dev/null & echo $! > ~/mpl_jax.pid"]
@@ -236,6 +300,13 @@ def test_missing_variable_is_one_line_and_runs_nothing(launch, script, variable,
     ("logs.sh", ["--worker=x"], {}, "error: --worker=x must be a worker number or all"),
     ("delete.sh", ["--force"], {}, "error: unknown option --force; valid: --dry-run --yes"),
     ("slurm.sh", [], {"TASKS": "core"}, "error: TASKS=core must be node or gpu"),
+    ("create.sh", [], {"ACCELERATOR_TYPE": "v5litepod-16", "RUNTIME_VERSION": "v2-alpha-tpuv5"},
+     "error: RUNTIME_VERSION=v2-alpha-tpuv5 does not run on v5litepod-16; use "
+     "v2-alpha-tpuv5-lite"),
+    ("create.sh", [], {"ACCELERATOR_TYPE": "v4-32", "RUNTIME_VERSION": "v2-alpha-tpuv6e"},
+     "error: RUNTIME_VERSION=v2-alpha-tpuv6e does not run on v4-32; use "
+     "tpu-ubuntu2204-base or tpu-vm-*"),
+    ("watch.sh", ["--every=soon"], {}, "error: --every=soon must be a number of seconds"),
 ])
 def test_impossible_settings_are_one_line(launch, script, args, values, message):
   if values.get("REVISION"):
@@ -294,6 +365,45 @@ def test_copy_run_and_stop_on_a_simulated_worker(launch):
       os.kill(pid, signal.SIGKILL)
 
 
+def test_watch_restarts_a_preempted_pod_run_from_its_newest_checkpoint(launch):
+  """watch.sh alone: creates the TPU VM and starts the run; after a preemption (the VM's
+  state turns PREEMPTED and its processes die) deletes and recreates it and starts the
+  run again, which resumes from the newest checkpoint; exits 0 once the run finished."""
+  env = launch.env_file(REVISION=root_commit())
+  gs, state = launch.tmp / "gs", launch.tmp / "tpu_state"
+  workdir = gs / "test-bucket" / "runs" / "digits"
+  launch.trainer(launch.worker_home / "mpl_venv" / "bin" / "python")  # set up: no setup.sh
+  watch = launch.start("watch.sh", "--every=0.2", env, FAKE_GS=str(gs),
+                       FAKE_TPU_STATE=str(state))
+  try:
+    _wait_for(lambda: len(_steps(workdir)) >= 3, timeout=30)
+    state.write_text("PREEMPTED")  # the TPU VM goes away with everything on it
+    for pid_file in (launch.worker_home / "mpl_jax.pid", workdir / "trainer.pid"):
+      os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    preempted_at = max(_steps(workdir))
+    _, err = watch.communicate(timeout=60)
+  finally:
+    watch.kill()
+  assert watch.returncode == 0, err
+  assert "the run finished" in err
+  starts = [line.split() for line in (workdir / "starts").read_text().splitlines()]
+  cache = "gs://test-bucket/runs/digits/compilation_cache"
+  code = str(launch.worker_home / "mpl_jax")
+  assert starts == [["0", cache, code], [str(preempted_at), cache, code]]
+  assert (workdir / "results.json").exists() and max(_steps(workdir)) == 40
+  lifecycle = [c[4] for c in launch.calls() if c[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]
+               and c[4] in ("create", "delete")]
+  assert lifecycle == ["create", "delete", "create"]
+
+
+def test_watch_dry_run_prints_its_checks_and_actions(launch):
+  lines = dry(launch, "watch.sh")
+  assert lines[0] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "test-tpu", *TARGET,
+                      "--format=value(state)"]
+  assert [os.path.basename(line[0]) for line in lines[2:]] == [
+      "delete.sh", "create.sh", "copy_code.sh", "setup.sh", "run.sh", "run.sh"]
+
+
 def _alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)
@@ -316,37 +426,100 @@ def _wait_for(condition, timeout=10.0):
 
 # --- SLURM -----------------------------------------------------------------------------
 
+def head_commit() -> str:
+  root_commit()  # skips without a git checkout
+  return subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+
+
+def unpack(code: str, commit: str) -> list[list[str]]:
+  """The dry-run lines that unpack `commit` into `code` for the job to run."""
+  return [["rm", "-rf", code], ["mkdir", "-p", code],
+          ["git", "-C", ROOT, "archive", commit, "|", "tar", "-x", "-C", code],
+          ["echo", commit, ">", f"{code}/REVISION"]]
+
+
 def test_slurm_one_task_per_node_sees_all_gpus(launch):
   env = launch.env_file(PARTITION="a100", TIME="2:00:00")
   logs = os.path.join(LAUNCH, "slurm_logs")
+  commit = head_commit()
+  code = os.path.join(LAUNCH, "slurm_code", commit)
   assert dry(launch, "slurm.sh", PARTITION="a100", TIME="2:00:00") == [
-      ["mkdir", "-p", logs],
+      ["mkdir", "-p", logs], *unpack(code, commit),
       ["sbatch", "--job-name=mpl_jax", "--nodes=2", "--ntasks-per-node=1",
-       "--gpus-per-node=4", f"--output={logs}/%x-%j.out", f"--chdir={ROOT}",
-       "--partition=a100", "--time=2:00:00", os.path.join(LAUNCH, "slurm.sh"), "--in-job",
-       env],
+       "--gpus-per-node=4", "--cpus-per-task=32", "--signal=TERM@300", "--requeue",
+       "--open-mode=append", f"--output={logs}/%x-%j.out", f"--chdir={code}",
+       f"--export=ALL,MPL_LAUNCH_DIR={LAUNCH}", "--partition=a100", "--time=2:00:00",
+       os.path.join(LAUNCH, "slurm.sh"), "--in-job", env],
       ["srun", "--kill-on-bad-exit=1", "env", "MPL_DISTRIBUTED=auto", "TF_CPP_MIN_LOG_LEVEL=2",
        "JAX_LOCAL_DEVICE_IDS=0,1,2,3", "python3", "main.py", "--config=configs/digits.py:mpl",
        "--workdir=gs://test-bucket/runs/digits"]]
 
 
 def test_slurm_one_task_per_gpu_and_the_job_runs_srun(launch):
-  logs = str(launch.tmp / "logs")
+  logs, code_root = str(launch.tmp / "logs"), str(launch.tmp / "code")
+  commit = head_commit()
+  code = os.path.join(code_root, commit)
   env = launch.env_file(TASKS="gpu", SLURM_LOG_DIR=logs, PYTHON="/opt/venv/bin/python",
-                        ACCOUNT="ml", raw="EXTRA_ARGS='--config.seed=3'\n")
+                        ACCOUNT="ml", CPUS_PER_GPU="12", SIGNAL_LEAD="600",
+                        SLURM_CODE_DIR=code_root, raw="EXTRA_ARGS='--config.seed=3'\n")
   srun = ["srun", "--kill-on-bad-exit=1", "env", "MPL_DISTRIBUTED=auto",
           "TF_CPP_MIN_LOG_LEVEL=2", "/opt/venv/bin/python", "main.py",
           "--config=configs/digits.py:mpl", "--workdir=gs://test-bucket/runs/digits",
           "--config.seed=3"]
   sbatch = ["sbatch", "--job-name=mpl_jax", "--nodes=2", "--ntasks-per-node=4",
-            "--gpus-per-node=4", f"--output={logs}/%x-%j.out", f"--chdir={ROOT}",
-            "--account=ml", os.path.join(LAUNCH, "slurm.sh"), "--in-job", env]
-  assert printed(launch("slurm.sh", "--dry-run", env)) == [["mkdir", "-p", logs], sbatch, srun]
+            "--gpus-per-node=4", "--cpus-per-task=12", "--signal=TERM@600", "--requeue",
+            "--open-mode=append", f"--output={logs}/%x-%j.out", f"--chdir={code}",
+            f"--export=ALL,MPL_LAUNCH_DIR={LAUNCH}", "--account=ml",
+            os.path.join(LAUNCH, "slurm.sh"), "--in-job", env]
+  assert printed(launch("slurm.sh", "--dry-run", env)) == [
+      ["mkdir", "-p", logs], *unpack(code, commit), sbatch, srun]
   assert launch.calls() == []
   result = launch("slurm.sh", env, mode="simulate")
   assert result.returncode == 0, result.stderr
   assert launch.calls() == [sbatch, srun]  # sbatch, then the job script's srun
   assert os.path.isdir(logs)
+  # The job runs the committed files of the revision, unpacked once.
+  assert open(os.path.join(code, "REVISION")).read().strip() == commit
+  assert os.path.exists(os.path.join(code, "main.py"))
+  assert f"revision {commit}" in result.stderr
+
+
+def test_slurm_time_limit_signal_saves_a_checkpoint_and_requeues(launch):
+  """SLURM's --signal (SIGNAL_LEAD seconds before the time limit) reaches the tasks: the
+  run stops after a checkpoint with status 75, the job requeues itself, and the requeued
+  job resumes from that checkpoint and finishes."""
+  workdir = launch.tmp / "run"
+  env = launch.env_file(WORKDIR=str(workdir), NODES="1", SLURM_LOG_DIR=str(launch.tmp / "logs"),
+                        SLURM_CODE_DIR=str(launch.tmp / "code"),
+                        PYTHON=str(launch.trainer(launch.tmp / "trainer")))
+  job = launch.start("slurm.sh", env, FAKE_SRUN="run")
+  try:
+    _wait_for(lambda: len(_steps(workdir)) >= 3, timeout=30)
+    os.kill(int((workdir / "trainer.pid").read_text()), signal.SIGTERM)  # the time-limit signal
+    _, err = job.communicate(timeout=60)
+  finally:
+    job.kill()
+  assert job.returncode == 0, err
+  stopped_at = max(_steps(workdir))
+  assert 3 <= stopped_at < 40 and not (workdir / "results.json").exists()
+  sbatch, *_, last = launch.calls()
+  assert "--requeue" in sbatch and "--signal=TERM@300" in sbatch
+  assert last == ["scontrol", "requeue", "42"]
+  # SLURM starts the requeued job: the same batch script again.
+  again = subprocess.run([str(launch.bin / "sbatch"), *sbatch[1:]], capture_output=True,
+                         text=True, timeout=60, env=launch.environ("simulate", FAKE_SRUN="run"))
+  assert again.returncode == 0, again.stderr
+  assert (workdir / "results.json").exists() and max(_steps(workdir)) == 40
+  assert launch.calls()[-1][0] == "srun"  # finished: no second requeue
+  code = str(launch.tmp / "code" / head_commit())
+  assert [line.split() for line in (workdir / "starts").read_text().splitlines()] == [
+      ["0", "-", code], [str(stopped_at), "-", code]]
+
+
+def _steps(workdir) -> list[int]:
+  path = workdir / "checkpoints"
+  return [int(d) for d in os.listdir(path)] if path.exists() else []
 
 
 # --- mpl_jax/distributed.py: what it decides for each environment ----------------------

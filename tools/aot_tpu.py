@@ -12,7 +12,8 @@ Two layouts on a ('data', 'model') mesh:
 - model_axis=k: FSDP-style, as `--config.mesh.model_axis=k` trains (mpl_jax/sharding.py);
   parameters, optimizer state, the student's EMA and BatchNorm statistics are split k
   ways over 'model' (each array on its largest dimension that k divides); parameters are
-  all-gathered where a network runs and gradients reduce-scattered back.
+  all-gathered where they run and gradients reduce-scattered back: each network whole
+  (`--gather=network`) or each block as it runs (`--gather=layer`).
 The batch is split over all chips in both layouts, so each chip sees `labeled_per_chip` +
 `unlabeled_per_chip` images.
 
@@ -22,7 +23,7 @@ Setup (a separate venv: libtpu must not go into the project's CPU venv):
       'ml_collections==1.1.0'
 Run (the paper's per-core batch, EfficientNet-L2 teacher and student at 512x512):
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=1
-  .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=16
+  .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=16 --gather=layer
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v5p:4x4x2 --model_axis=16 --remat
 The last line printed is `RESULT {json}` for scripts.
 """
@@ -74,12 +75,14 @@ def flagship_config(config: str = FLAGSHIP, *, variant: str | None = None,
                     resolution: int | None = None, global_batch: tuple[int, int] | None = None,
                     model_axis: int = 1, dtype: str | None = None, remat: bool | None = None,
                     scan_blocks: bool | None = None, width: float | None = None,
-                    depth: float | None = None):
+                    depth: float | None = None, gather: str | None = None):
   """The config a run of `config` (a file[:arg]) trains, with what the compile varies
   written over it: the model's variant, size, dtype and remat, the image size, the global
   (labeled, unlabeled) batch and the mesh's model axis."""
   c = config_files.load(config)
   c.mesh.model_axis = model_axis
+  if gather is not None:
+    c.mesh.gather = gather
   for field, value in (("variant", variant), ("dtype", dtype), ("remat", remat),
                        ("scan_blocks", scan_blocks), ("width", width), ("depth", depth)):
     if value is not None:
@@ -122,7 +125,8 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
                      num_classes: int | None = None, dtype: str = "bfloat16",
                      remat: bool = False, scan_blocks: bool = True,
                      width: float | None = None, depth: float | None = None,
-                     split_gradients: bool = True, config: str = FLAGSHIP) -> dict:
+                     split_gradients: bool = True, gather: str = "network",
+                     config: str = FLAGSHIP) -> dict:
   """Lowers and compiles one MPL step of `config` for `topology`; returns sizes, memory
   and FLOPs."""
   devices = get_devices(topology)
@@ -135,16 +139,14 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
   train_config = flagship_config(
       config, variant=variant, resolution=resolution, global_batch=(n_l, n_u),
       model_axis=model_axis, dtype=dtype, remat=remat, scan_blocks=scan_blocks, width=width,
-      depth=depth)
+      depth=depth, gather=gather)
   replicated = NamedSharding(mesh, P())
   step, init = build_step(train_config, mesh, num_classes, split_gradients=split_gradients)
 
   image = (resolution, resolution, 3)
   rng = jax.eval_shape(lambda: jax.random.key(0))
   abstract_state = jax.eval_shape(init, rng)
-  state_sharding = jax.tree.map(
-      lambda leaf: NamedSharding(mesh, sharding.fsdp_spec(leaf.shape, model_axis)),
-      abstract_state)
+  state_sharding = sharding.state_sharding(mesh, abstract_state)
   batch_sharding = NamedSharding(mesh, P(("data", "model")))
   batch = {"labeled_x": jax.ShapeDtypeStruct((n_l,) + image, jnp.float32, sharding=batch_sharding),
            "labeled_y": jax.ShapeDtypeStruct((n_l,), jnp.int32, sharding=batch_sharding),
@@ -164,7 +166,7 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
             "resolution": resolution, "labeled_per_chip": labeled_per_chip,
             "unlabeled_per_chip": unlabeled_per_chip, "global_batch": [n_l, n_u],
             "dtype": dtype, "remat": remat, "scan_blocks": scan_blocks,
-            "split_gradients": split_gradients,
+            "split_gradients": split_gradients, "gather": gather,
             "params_per_network": int(params),
             "train_state_gib_total": state_bytes / GIB,
             "hbm_gib": HBM_GIB.get(devices[0].device_kind)}
@@ -224,6 +226,8 @@ def main(argv=None) -> None:
                       help="scan over each stage's repeated blocks (compiles much faster)")
   parser.add_argument("--split_gradients", action=argparse.BooleanOptionalAction, default=True,
                       help="FSDP: constrain gradients back to the split layout (as training)")
+  parser.add_argument("--gather", default="network", choices=sharding.GATHERS,
+                      help="FSDP: gather each network whole or each block as it runs")
   parser.add_argument("--width", type=float, default=None, help="override the variant's")
   parser.add_argument("--depth", type=float, default=None, help="override the variant's")
   args = parser.parse_args(argv)
@@ -232,7 +236,8 @@ def main(argv=None) -> None:
       resolution=args.resolution, labeled_per_chip=args.labeled_per_chip,
       unlabeled_per_chip=args.unlabeled_per_chip, num_classes=args.num_classes,
       dtype=args.dtype, remat=args.remat, scan_blocks=args.scan_blocks, width=args.width,
-      depth=args.depth, split_gradients=args.split_gradients, config=args.config)
+      depth=args.depth, split_gradients=args.split_gradients, gather=args.gather,
+      config=args.config)
   r = result
   print(f"{r['variant']} x2 (teacher + student), {r['params_per_network'] / 1e6:.1f}M params "
         f"each, {r['resolution']}px, {r['labeled_per_chip']}+{r['unlabeled_per_chip']} "

@@ -123,6 +123,11 @@ MODELS: dict[str, Callable[[Mapping[str, Any], int], nn.Module]] = {
 }
 
 
+# Models that gather each block's parameters where it runs (FSDP per layer): they take a
+# `param_gather` attribute (mpl_jax.sharding.layer_gather).
+LAYER_GATHER = ("efficientnet",)
+
+
 def build(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
   """Builds the model a config section names; unknown names list the valid ones."""
   name = cfg["name"]

@@ -26,16 +26,24 @@ recomputes each block's activations in the backward pass instead of storing them
 (`nn.remat`), trading about one extra forward pass for memory. `scan_blocks` runs each
 stage's repeated blocks as one `nn.scan`, so XLA compiles 14 distinct blocks instead of
 L2's 88 (compile times: BENCHMARKS.md).
+
+`param_gather` is FSDP per layer (`mpl_jax.sharding.layer_gather`): a function applied
+to each block's parameters (and the stem's and head's) right before they are used, which
+all-gathers them where the parameters arrive split over the mesh's model axis. Each such
+block is rematerialized with a policy that saves everything but the gathered copies, so
+the backward pass gathers them again instead of keeping every block's whole parameters
+alive (with `remat` the whole block is recomputed, the gather included).
 """
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mpl_jax import sharding
 from mpl_jax.models import layers
 from mpl_jax.models.layers import CONV_INIT, DENSE_INIT
 
@@ -201,6 +209,7 @@ class EfficientNet(nn.Module):
       then grows with the number of stages, not blocks (L2 has 88 blocks in 7 stages).
       Parameters are named `stage_<s>_first` / `stage_<s>_rest` instead of `block_<i>`.
     dtype: compute dtype; parameters and BatchNorm statistics stay float32.
+    param_gather: None, or FSDP's per-layer gather (see the module docstring).
   """
 
   num_classes: int
@@ -213,22 +222,44 @@ class EfficientNet(nn.Module):
   remat: bool = False
   scan_blocks: bool = False
   dtype: Any = jnp.float32
+  param_gather: Callable[[Any], Any] | None = None
 
   def block_layout(self) -> list[tuple[int, StageSpec]]:
     """(output channels, stage spec) of every block in order."""
     return [(round_channels(s.channels, self.width), s)
             for s in B0_STAGES for _ in range(round_repeats(s.repeats, self.depth))]
 
+  def _gathered(self, cls):
+    """`cls` reading its parameters through `param_gather` (when there is one to apply)."""
+    if self.param_gather is None or self.is_initializing():
+      return cls
+    return nn.map_variables(cls, "params", trans_in_fn=self.param_gather)
+
+  def _block(self, cls, scanned: bool):
+    """A block class: gathered, then rematerialized whole (`remat`) or, when gathered,
+    with only its gathered parameters recomputed. Inside a scan, remat needs no CSE
+    barrier: the loop already keeps XLA from merging the recomputation with the forward
+    pass."""
+    gathered = self._gathered(cls)
+    if self.remat:
+      return nn.remat(gathered, prevent_cse=not scanned)
+    if gathered is cls:
+      return cls
+    return nn.remat(gathered, prevent_cse=not scanned,
+                    policy=jax.checkpoint_policies.save_anything_except_these_names(
+                        sharding.GATHERED))
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    norm = layers.batch_norm(train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype)
+    norm = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                             dtype=self.dtype, module=self._gathered(nn.BatchNorm))
     x = x.astype(self.dtype)
-    x = nn.Conv(round_channels(STEM_CHANNELS, self.width), (3, 3), strides=2,
-                use_bias=False, kernel_init=CONV_INIT, dtype=self.dtype, name="stem")(x)
+    x = self._gathered(nn.Conv)(
+        round_channels(STEM_CHANNELS, self.width), (3, 3), strides=2, use_bias=False,
+        kernel_init=CONV_INIT, dtype=self.dtype, name="stem")(x)
     x = swish(norm(name="stem_bn")(x))
     num_blocks = len(self.block_layout())
-    block_cls = nn.remat(MBConv) if self.remat else MBConv
+    block_cls = self._block(MBConv, scanned=False)
     index = 0  # blocks so far; block i drops its branch at rate drop_connect_rate * i / n
     for stage, spec in enumerate(B0_STAGES):
       channels = round_channels(spec.channels, self.width)
@@ -248,22 +279,20 @@ class EfficientNet(nn.Module):
       x = block_cls(stride=spec.stride, name=f"stage_{stage + 1}_first", **kwargs)(
           x, rates[0])
       if repeats > 1:
-        # Inside a scan, remat needs no CSE barrier: the loop already keeps XLA from
-        # merging the recomputation with the forward pass.
-        body = nn.remat(_ScannedMBConv, prevent_cse=False) if self.remat else _ScannedMBConv
-        scanned = nn.scan(body,
+        scanned = nn.scan(self._block(_ScannedMBConv, scanned=True),
                           variable_axes={"params": 0, "batch_stats": 0},
                           split_rngs={"params": True, "dropout": True},
                           in_axes=0, length=repeats - 1)
-        x, _ = scanned(stride=1, name=f"stage_{stage + 1}_rest", **kwargs)(
-            x, jnp.asarray(rates[1:], jnp.float32))
-    x = nn.Conv(round_channels(HEAD_CHANNELS, self.width), (1, 1), use_bias=False,
-                kernel_init=CONV_INIT, dtype=self.dtype, name="head_conv")(x)
+        x, _ = scanned(stride=1, name=f"stage_{stage + 1}{sharding.STACKED_SUFFIX}",
+                       **kwargs)(x, jnp.asarray(rates[1:], jnp.float32))
+    x = self._gathered(nn.Conv)(
+        round_channels(HEAD_CHANNELS, self.width), (1, 1), use_bias=False,
+        kernel_init=CONV_INIT, dtype=self.dtype, name="head_conv")(x)
     x = swish(norm(name="head_bn")(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=DENSE_INIT, dtype=self.dtype,
-                 name="head")(x)
+    x = self._gathered(nn.Dense)(self.num_classes, kernel_init=DENSE_INIT, dtype=self.dtype,
+                                 name="head")(x)
     return x.astype(jnp.float32)
 
 

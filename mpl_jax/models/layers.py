@@ -10,9 +10,10 @@ CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
-def batch_norm(train: bool, *, momentum: float, epsilon: float, dtype: Any):
+def batch_norm(train: bool, *, momentum: float, epsilon: float, dtype: Any,
+               module: type[nn.Module] = nn.BatchNorm):
   """BatchNorm with batch statistics in train mode, running averages otherwise."""
-  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum,
+  return functools.partial(module, use_running_average=not train, momentum=momentum,
                            epsilon=epsilon, dtype=dtype)
 
 
