@@ -1,12 +1,16 @@
 """The mesh's model axis: FSDP-style sharding of parameters, optimizer state and EMA."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from mpl_jax import config_checks
+from mpl_jax import data as data_lib
 from mpl_jax import experiment
+from mpl_jax import networks
 from mpl_jax import sharding
 from mpl_jax import train
 from tests.helpers import flat_params, tiny_config
@@ -93,3 +97,121 @@ def test_model_axis_that_does_not_divide_the_devices(tmp_path):
   c.mesh.model_axis = 0
   with pytest.raises(config_checks.ConfigError, match=r"mesh.model_axis=0 must be an integer"):
     config_checks.validate(c)
+
+
+# --- FSDP per layer (mesh.gather="layer") on a network with scanned stages -------------
+
+def _scanned_config(method: str, model_axis: int, gather: str):
+  """A small EfficientNet (three stages scanned) on 16x16 images; the meta estimator with
+  soft labels, so nothing in the step is discrete (a flipped argmax or sample would make
+  two exact runs part ways for reasons that have nothing to do with the layout)."""
+  c = tiny_config(method)
+  c.student.wait_steps = 0
+  c.student.momentum = c.teacher.momentum = 0.9
+  c.student.learning_rate = c.teacher.learning_rate = 1e-3
+  c.mpl.log_grad_parts = False
+  c.mpl.estimator, c.mpl.labels = "meta", "soft"
+  c.mesh.model_axis, c.mesh.gather = model_axis, gather
+  c.model = dict(name="efficientnet", variant="b0", width=0.25, depth=0.3, dropout_rate=0.0,
+                 bn_momentum=0.9, scan_blocks=True)
+  return c
+
+
+def _run_steps(method: str, model_axis: int, gather: str, steps: int = 20):
+  """`steps` steps of the method on one fixed batch; the final state and the compiled step."""
+  c = _scanned_config(method, model_axis, gather)
+  mesh = sharding.make_mesh(0, model_axis)
+  nets = networks.build(c, data_lib.DataSpec(4, (16, 16, 3)), mesh)
+  abstract = jax.eval_shape(nets.init_fn, jax.random.key(0))
+  state_sharding = sharding.state_sharding(mesh, abstract)
+  state = jax.jit(nets.init_fn, out_shardings=state_sharding)(jax.random.key(0))
+  replicated = sharding.replicated(mesh)
+  step = jax.jit(nets.phase_at(0).step_fn, donate_argnums=(0,),
+                 in_shardings=(state_sharding, sharding.batch_sharded(mesh), replicated),
+                 out_shardings=(state_sharding, replicated))
+  r = np.random.RandomState(0)
+  batch = sharding.to_global({
+      "labeled_x": r.randn(8, 16, 16, 3).astype(np.float32),
+      "labeled_y": r.randint(0, 4, 8).astype(np.int32),
+      "unlabeled_weak": r.randn(16, 16, 16, 3).astype(np.float32),
+      "unlabeled_strong": r.randn(16, 16, 16, 3).astype(np.float32)}, mesh)
+  compiled = step.lower(state, batch, jax.random.key(1)).compile()
+  init = jax.tree.map(np.asarray, state)
+  for i in range(steps):
+    state, _ = compiled(state, batch, jax.random.key(i))
+  return init, state, compiled
+
+
+@pytest.fixture(name="layer_runs", scope="module")
+def _layer_runs():
+  return {(method, axis, gather): _run_steps(method, axis, gather)
+          for method in ("mpl", "uda") for axis, gather in ((1, "network"), (4, "layer"))}
+
+
+@pytest.mark.slow  # four compiles of the step: minutes on two cores (make test-all)
+@pytest.mark.parametrize("method", ["mpl", "uda"])
+def test_per_layer_fsdp_equals_data_parallel(layer_runs, method):
+  """20 steps with each block's parameters gathered where it runs (split 4 ways) reach
+  the data-parallel parameters; every splittable array of the state is split 4 ways."""
+  init, dp, _ = layer_runs[(method, 1, "network")]
+  _, fsdp, _ = layer_runs[(method, 4, "layer")]
+  nets = ("student", "teacher") if method == "mpl" else ("student",)
+  for net in nets:
+    start = flat_params(getattr(init, net).params)
+    a = flat_params(getattr(dp, net).params)
+    b = flat_params(getattr(fsdp, net).params)
+    assert np.abs(a - start).max() > 0.03  # trained, far beyond the tolerance below
+    np.testing.assert_allclose(b, a, atol=1e-3)  # float rounding, grown over 20 steps
+  split = 0
+  paths = jax.tree_util.tree_flatten_with_path(fsdp)[0]
+  for path, leaf in paths:
+    spec = sharding.fsdp_spec(leaf.shape, 4, sharding.is_stacked(path))
+    shard = leaf.addressable_shards[0].data
+    if spec != P():
+      assert shard.size * 4 == leaf.size, (jax.tree_util.keystr(path), leaf.shape)
+      split += 1
+    else:
+      assert shard.shape == leaf.shape
+  stacked = [p for p, _ in paths if sharding.is_stacked(p)]
+  assert stacked  # the scanned stages' parameters, their momentum and EMA
+  for path, leaf in paths:  # never split on the scan axis: each loop step reads its slice
+    if sharding.is_stacked(path) and leaf.ndim:
+      assert leaf.sharding.spec[:1] in ((), (None,)), jax.tree_util.keystr(path)
+  assert split >= 30
+
+
+def _while_bodies(hlo: str) -> dict[str, str]:
+  """Computation name -> its text, for every while loop body of an HLO module."""
+  bodies = set(re.findall(r"\bwhile\(.*?body=%?([\w.\-]+)", hlo))
+  computations = {}
+  for block in re.split(r"\n(?=\S)", hlo):
+    match = re.match(r"%?([\w.\-]+)\s", block)
+    if match and match.group(1) in bodies:
+      computations[match.group(1)] = block
+  return computations
+
+
+@pytest.mark.slow
+def test_per_layer_gather_happens_inside_the_scanned_loop(layer_runs):
+  """The compiled per-layer step all-gathers parameters inside the loop bodies of the
+  scanned stages (one block's slice per iteration) and reduce-scatters gradients there;
+  the whole-network gather has none in any loop body."""
+  _, _, layer = layer_runs[("uda", 4, "layer")]
+  bodies = _while_bodies(layer.as_text())
+  assert bodies
+  assert any("all-gather" in text for text in bodies.values())
+  assert any("reduce-scatter" in text for text in bodies.values())
+  network = _run_steps("uda", 4, "network", steps=0)[2].as_text()
+  assert "all-gather" in network
+  assert not any("all-gather" in text for text in _while_bodies(network).values())
+
+
+def test_layer_gather_needs_a_model_that_supports_it(tmp_path):
+  c = tiny_config("mpl")
+  c.mesh.gather = "layer"
+  with pytest.raises(config_checks.ConfigError, match=r"mesh.gather=layer .* 'mlp'"):
+    train.train_and_evaluate(c, str(tmp_path / "w"))
+  c.mesh.gather = "block"
+  with pytest.raises(config_checks.ConfigError, match=r"mesh.gather"):
+    config_checks.validate(c)
+  assert not (tmp_path / "w").exists()
