@@ -101,6 +101,9 @@ def test_model_axis_that_does_not_divide_the_devices(tmp_path):
 
 # --- FSDP per layer (mesh.gather="layer") on a network with scanned stages -------------
 
+DEPTH = 0.7  # stages of 1, 2, 2, 3, 3, 3, 1 blocks: four loops of two or more steps
+
+
 def _scanned_config(method: str, model_axis: int, gather: str):
   """A small EfficientNet (three stages scanned) on 16x16 images; the meta estimator with
   soft labels, so nothing in the step is discrete (a flipped argmax or sample would make
@@ -112,7 +115,7 @@ def _scanned_config(method: str, model_axis: int, gather: str):
   c.mpl.log_grad_parts = False
   c.mpl.estimator, c.mpl.labels = "meta", "soft"
   c.mesh.model_axis, c.mesh.gather = model_axis, gather
-  c.model = dict(name="efficientnet", variant="b0", width=0.25, depth=0.3, dropout_rate=0.0,
+  c.model = dict(name="efficientnet", variant="b0", width=0.25, depth=DEPTH, dropout_rate=0.0,
                  bn_momentum=0.9, scan_blocks=True)
   return c
 
@@ -194,16 +197,12 @@ def _while_bodies(hlo: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_per_layer_gather_happens_inside_the_scanned_loop(layer_runs):
   """The compiled per-layer step all-gathers parameters inside the loop bodies of the
-  scanned stages (one block's slice per iteration) and reduce-scatters gradients there;
-  the whole-network gather has none in any loop body."""
+  scanned stages (one block's slice per iteration, forward and backward), not once for
+  the whole network before the loops."""
   _, _, layer = layer_runs[("uda", 4, "layer")]
   bodies = _while_bodies(layer.as_text())
-  assert bodies
-  assert any("all-gather" in text for text in bodies.values())
-  assert any("reduce-scatter" in text for text in bodies.values())
-  network = _run_steps("uda", 4, "network", steps=0)[2].as_text()
-  assert "all-gather" in network
-  assert not any("all-gather" in text for text in _while_bodies(network).values())
+  assert len(bodies) >= 4  # forward and backward loops of the stages with 2+ blocks
+  assert all("all-gather" in text for text in bodies.values())
 
 
 def test_layer_gather_needs_a_model_that_supports_it(tmp_path):
