@@ -11,6 +11,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+_PREFLIGHT = flags.DEFINE_integer(
+    "preflight_hosts", 0, "Only check the config for a run over this many hosts, then exit "
+    "(0 if it can run, 2 with the error); launch/run.sh calls it before starting a pod.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,8 +33,27 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+def _preflight(hosts: int) -> int:
+  """Validates the config (with the checks a run over `hosts` hosts adds); no JAX work."""
+  from mpl_jax import config_checks  # pylint: disable=g-import-not-at-top
+  try:
+    config = _CONFIG.value
+    config_checks.validate(config)
+    config_checks.check_data_reachable(config, hosts)
+  except OSError as e:  # the --config file could not be loaded
+    print(f"error: --config: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
+    return 2
+  except config_checks.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"ok: {config.method} on {config.data.name} can run over {hosts} host(s)")
+  return 0
+
+
 def main(argv):
   del argv
+  if _PREFLIGHT.value:
+    sys.exit(_preflight(_PREFLIGHT.value))
   from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
   try:
     xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts; MPL_CPU_CONVOLUTIONS

@@ -139,6 +139,17 @@ load_tpu_env() {
   GCLOUD_TARGET=(--project="$PROJECT" --zone="$ZONE")
 }
 
+# The number of hosts (workers) of ACCELERATOR_TYPE: v2, v3, v4 and v5p count TensorCores
+# (8 to a host), v5e and v6e count chips (up to 8 on one host, else 4 to a host).
+tpu_hosts() {
+  local n=${ACCELERATOR_TYPE##*-}
+  [[ $n =~ ^[0-9]+$ ]] || die "ACCELERATOR_TYPE=$ACCELERATOR_TYPE must end in its size (v4-32, v5litepod-16, ...)"
+  case $ACCELERATOR_TYPE in
+    v5litepod-* | v5e-* | v6e-*) ((n <= 8)) && echo 1 || echo $((n / 4)) ;;
+    *) ((n <= 8)) && echo 1 || echo $((n / 8)) ;;
+  esac
+}
+
 # gcloud compute tpus tpu-vm ssh on the given worker(s), running one shell command there.
 tpu_ssh() {
   local worker=$1 command=$2

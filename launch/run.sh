@@ -13,16 +13,28 @@
 # a restarted run loads its compiled step instead of compiling it again. WORKDIR must be
 # gs://: every worker reads and writes the same checkpoints. A worker whose previous run
 # is still alive refuses to start a second one. Rerunning after a stop or preemption
-# resumes from the newest checkpoint in WORKDIR.
+# resumes from the newest checkpoint in WORKDIR. First, worker 0 checks the config for a
+# run over all the slice's hosts (main.py --preflight_hosts): a bad field, or a data set
+# not on gs:// (data.data_dir) for a multi-host slice, stops here with exit status 2 and
+# nothing started.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options
 load_tpu_env
-require CONFIG WORKDIR
+require CONFIG WORKDIR ACCELERATOR_TYPE
 [[ $WORKDIR == gs://?* ]] || die "WORKDIR=$WORKDIR must be a gs:// path that every worker can reach"
 extra_args
+hosts=$(tpu_hosts)
+# shellcheck disable=SC2088  # ~ is for the worker's shell
+check="~/$REMOTE_VENV/bin/python $(join_quoted main.py --preflight_hosts="$hosts" \
+  --config="$CONFIG" --workdir="$WORKDIR" ${EXTRA[@]+"${EXTRA[@]}"})"
+tpu_ssh 0 "cd ~/$REMOTE_DIR && TF_CPP_MIN_LOG_LEVEL=2 $check" || {
+  status=$?
+  ((status == 2)) && die "the config cannot run on $ACCELERATOR_TYPE (see above); nothing was started"
+  exit $status
+}
 CACHE=${COMPILATION_CACHE:-${WORKDIR%/}/compilation_cache}
 # The wrapper (bash -c): runs the command, passes SIGTERM/SIGINT on to it, then writes its
 # exit status to $HOME/<first argument>.

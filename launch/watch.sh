@@ -13,11 +13,12 @@
 #   bad config or checkpoint (exits 2: a restart cannot help); anything else (75: stopped
 #   by a preemption or maintenance SIGTERM after a checkpoint) starts it again with
 #   launch/run.sh, which resumes from the newest checkpoint in WORKDIR and finds the
-#   compiled step in its compilation cache.
+#   compiled step in its compilation cache. run.sh refusing the config (exit status 2)
+#   stops the watcher too.
 # After N restarts (default 20) it gives up with an error. Ctrl-C stops watching, not the
 # run; stop the watcher before launch/stop.sh, or it starts the run again.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options --every --max-restarts
@@ -64,6 +65,13 @@ start_fresh() {
       --command="test -x ~/$REMOTE_VENV/bin/python" >/dev/null 2>&1 || script setup.sh
   } && script run.sh
 }
+# After a failed start: exit status 2 is a refusal (the config cannot run on this slice:
+# launch/run.sh's check) that no retry mends; anything else is tried again.
+refused_or_retry() {
+  local status=$?
+  ((status != 2)) || die "launch/run.sh refused to start the run (see above); fix the config or env file"
+  note "$1; trying again in $every s"
+}
 restarts=0
 count_restart() {
   restarts=$((restarts + 1))
@@ -84,12 +92,12 @@ while :; do
         none)  # never started here (a new TPU VM or request), or its host restarted
           count_restart
           note "no run on $TPU_NAME; starting it ($restarts)"
-          start_fresh || note "starting the run failed; trying again in $every s"
+          start_fresh || refused_or_retry "starting the run failed"
           ;;
         *)
           count_restart
           note "the run ended unfinished (status $status); starting it again ($restarts)"
-          script run.sh || note "run.sh failed; trying again in $every s"
+          script run.sh || refused_or_retry "run.sh failed"
           ;;
       esac
       ;;

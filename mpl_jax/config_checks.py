@@ -86,3 +86,19 @@ def validate(config) -> None:
                       f"which model {config.model.name!r} cannot; use --config.mesh.gather="
                       f"network, or a model in {sorted(models.LAYER_GATHER)}")
   methods.check(config)  # the method's own fields, and finetuning's
+
+
+def check_data_reachable(config, hosts: int) -> None:
+  """A run over several hosts (a TPU pod slice) reads its data set on every host, so a
+  data set prepared on disk must be on gs://; "" (~/tensorflow_datasets) or a local path
+  would have to be prepared on each host. Data sets that need no files pass."""
+  if hosts <= 1 or "data_dir" not in config.data:
+    return
+  data_dir = str(config.data.data_dir)
+  if not data_dir.startswith("gs://"):
+    shown = data_dir or "~/tensorflow_datasets"
+    raise ConfigError(
+        f"data.data_dir={data_dir!r} ({shown}) is on one machine's disk, but this run "
+        f"spans {hosts} hosts that each read {config.data.name}; prepare it once on gs:// "
+        f"(tfds build ... --data_dir=gs://BUCKET/tensorflow_datasets) and set "
+        f"--config.data.data_dir=gs://BUCKET/tensorflow_datasets")

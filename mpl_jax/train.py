@@ -114,6 +114,8 @@ PREEMPTED_EXIT_CODE = 75
 def train_and_evaluate(config, workdir: str) -> TrainResult:
   """Trains `config.method` in `workdir`, resuming from its newest checkpoint if any."""
   config_checks.validate(config)
+  if jax.default_backend() == "tpu":  # pod hosts share no disk
+    config_checks.check_data_reachable(config, jax.process_count())
   mesh = sharding.make_mesh(config.mesh.num_devices, config.mesh.model_axis)
 
   def check_batches(dataset) -> None:

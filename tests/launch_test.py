@@ -64,10 +64,13 @@ elif tool == "srun" and os.environ.get("FAKE_SRUN") == "run":
 
 # A stand-in for main.py's training: resumes from the newest checkpoint of --workdir (gs://
 # maps to FAKE_GS), writes one checkpoint per step up to 40, and on SIGTERM stops after the
-# current step with main.py's preemption status (75). Each start appends "<first step>
+# current step with main.py's preemption status (75); run.sh's --preflight_hosts check
+# exits FAKE_PREFLIGHT (default 0: passes). Each start appends "<first step>
 # <JAX_COMPILATION_CACHE_DIR> <cwd>" to <workdir>/starts.
 TRAINER = r'''#!{python}
 import os, signal, sys, time
+if any(a.startswith("--preflight_hosts=") for a in sys.argv):  # run.sh's check
+  sys.exit(int(os.environ.get("FAKE_PREFLIGHT", "0")))
 workdir = next(a for a in sys.argv if a.startswith("--workdir="))[len("--workdir="):]
 if workdir.startswith("gs://"):
   workdir = os.path.join(os.environ["FAKE_GS"], workdir[len("gs://"):])
@@ -229,8 +232,14 @@ WRAPPER = ('f=$HOME/$1; shift; rm -f "$f"; "$@" & c=$!; trap "kill -TERM $c 2>/d
 
 def test_run_starts_main_py_on_all_workers_detached_with_a_log(launch):
   env = launch.env_file(raw="EXTRA_ARGS=(--config.num_steps=10 \"--config.note=it's a test\")\n")
-  [command] = printed(launch("run.sh", "--dry-run", env))
+  [check, command] = printed(launch("run.sh", "--dry-run", env))
   assert launch.calls() == []
+  assert check == [  # v5p-64: 8 hosts
+      *SSH, "--worker=0",
+      "--command=cd ~/mpl_jax && TF_CPP_MIN_LOG_LEVEL=2 ~/mpl_venv/bin/python main.py "
+      "--preflight_hosts=8 --config=configs/digits.py:mpl "
+      "--workdir=gs://test-bucket/runs/digits --config.num_steps=10 "
+      "--config.note='it'\\''s a test'"]
   assert command == [
       *SSH, "--worker=all",
       "--command=cd ~/mpl_jax || exit 1; if [ -f ~/mpl_jax.pid ] && kill -0 "
@@ -345,17 +354,21 @@ def test_copy_run_and_stop_on_a_simulated_worker(launch):
 
   python = home / "mpl_venv" / "bin" / "python"  # records its argv, then waits to be stopped
   python.parent.mkdir(parents=True)
-  python.write_text('#!/bin/sh\nprintf "%s\\n" "$PWD" "$MPL_DISTRIBUTED" "$@" > "$HOME/argv"\n'
+  python.write_text('#!/bin/sh\ncase "$2" in --preflight_hosts=*) echo "$2" > "$HOME/check"; '
+                    'exit 0;; esac\n'
+                    'printf "%s\\n" "$PWD" "$MPL_DISTRIBUTED" "$@" > "$HOME/argv"\n'
                     'exec sleep 60\n')
   python.chmod(0o755)
   assert launch("run.sh", env, mode="simulate").returncode == 0
   pid = int((home / "mpl_jax.pid").read_text())
   try:
-    _wait_for(lambda: (home / "argv").exists())
-    assert (home / "argv").read_text().splitlines() == [
+    argv = home / "argv"  # complete once its last line is written
+    _wait_for(lambda: argv.exists() and argv.read_text().endswith("\n--config.num_steps=3\n"))
+    assert argv.read_text().splitlines() == [
         str(home / "mpl_jax"), "always", "main.py", "--config=configs/digits.py:mpl",
         "--workdir=gs://test-bucket/runs/digits", "--config.num_steps=3"]
     assert f"revision {commit} on " in (home / "mpl_jax.log").read_text()
+    assert (home / "check").read_text().strip() == "--preflight_hosts=8"
     again = launch("run.sh", env, mode="simulate")
     assert again.returncode != 0 and "a run is still going on" in again.stderr
     assert f"stopping {pid}" in launch("stop.sh", env, mode="simulate").stdout
@@ -394,6 +407,62 @@ def test_watch_restarts_a_preempted_pod_run_from_its_newest_checkpoint(launch):
   lifecycle = [c[4] for c in launch.calls() if c[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]
                and c[4] in ("create", "delete")]
   assert lifecycle == ["create", "delete", "create"]
+
+
+@pytest.mark.parametrize("accelerator,hosts", [("v4-8", 1), ("v4-32", 4), ("v5p-256", 32),
+                                              ("v5litepod-8", 1), ("v5litepod-16", 4),
+                                              ("v6e-256", 64), ("v3-8", 1)])
+def test_run_checks_the_config_for_the_slices_hosts(launch, accelerator, hosts):
+  [check, _] = dry(launch, "run.sh", ACCELERATOR_TYPE=accelerator)
+  assert check[-1].split()[5:7] == ["main.py", f"--preflight_hosts={hosts}"]
+
+
+def test_a_data_set_on_local_disk_is_refused_before_a_multi_host_run_starts(launch):
+  """run.sh's check runs the real main.py on the (simulated) worker 0: tfds data on local
+  disk for a 4-host v4-32 is refused in one line, and no worker starts a run."""
+  env = launch.env_file(CONFIG="configs/cifar10_wrn28_2.py", ACCELERATOR_TYPE="v4-32")
+  (launch.worker_home / "mpl_jax").symlink_to(ROOT)  # the code as it is in this checkout
+  python = launch.worker_home / "mpl_venv" / "bin" / "python"
+  python.parent.mkdir(parents=True)
+  python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+  python.chmod(0o755)
+  result = launch("run.sh", env, mode="simulate")
+  assert result.returncode == 2, result.stderr
+  assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
+      "error: data.data_dir='' (~/tensorflow_datasets) is on one machine's disk, but this "
+      "run spans 4 hosts that each read cifar10; prepare it once on gs:// (tfds build ... "
+      "--data_dir=gs://BUCKET/tensorflow_datasets) and set "
+      "--config.data.data_dir=gs://BUCKET/tensorflow_datasets",
+      "error: the config cannot run on v4-32 (see above); nothing was started"]
+  assert [c[8] for c in launch.calls()] == ["--worker=0"]  # the check only
+  assert not (launch.worker_home / "mpl_jax.pid").exists()
+
+
+def test_watch_stops_when_run_sh_refuses_the_config(launch):
+  env = launch.env_file(REVISION=root_commit())
+  launch.trainer(launch.worker_home / "mpl_venv" / "bin" / "python")
+  watch = launch("watch.sh", "--every=0.1", env, mode="simulate", FAKE_PREFLIGHT="2",
+                 FAKE_TPU_STATE=str(launch.tmp / "tpu_state"))
+  assert watch.returncode == 2, watch.stderr
+  assert watch.stderr.splitlines()[-1] == (
+      "error: launch/run.sh refused to start the run (see above); fix the config or env file")
+  assert not (launch.worker_home / "mpl_jax.pid").exists()
+
+
+@pytest.mark.parametrize("hosts,args,status", [
+    (4, ["--config.data.data_dir=gs://bucket/tfds"], 0), (1, [], 0), (4, [], 2),
+    (8, ["--config.data.data_dir=/mnt/tfds"], 2)])
+def test_main_py_preflight_checks_where_the_data_is(hosts, args, status):
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "main.py"), f"--preflight_hosts={hosts}",
+       "--config=" + os.path.join(ROOT, "configs", "cifar10_wrn28_2.py"), "--workdir=unused",
+       *args], capture_output=True, text=True, timeout=120, cwd=ROOT,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == status, result.stderr
+  if status:
+    assert result.stderr.splitlines()[-1].startswith("error: data.data_dir=")
+  else:
+    assert result.stdout.strip() == f"ok: mpl on cifar10 can run over {hosts} host(s)"
 
 
 def test_watch_dry_run_prints_its_checks_and_actions(launch):
