@@ -107,6 +107,8 @@ def build(config, spec: data_lib.DataSpec | None = None, mesh: jax.sharding.Mesh
     per_layer = config.mesh.gather == "layer" and hasattr(module, "param_gather")
     if per_layer:  # the model gathers each block's parameters; BatchNorm statistics here
       module = module.clone(param_gather=sharding.layer_gather(mesh, split_gradients))
+    if hasattr(module, "batch_layout"):  # FSDP: activations stay split over the batch
+      module = module.clone(batch_layout=sharding.batch_layout(mesh))
     return sharding.gather_before_use(make_apply(module), mesh, split_gradients,
                                       gather_params=not per_layer)
 

@@ -18,7 +18,8 @@ Where the parameters are gathered (`mesh.gather`):
   block runs, its gradient reduce-scattered right after; in a scanned stage that is one
   slice of the stacked parameters per loop step. The gathered copies are tagged
   `GATHERED` and are never saved for the backward pass: rematerialization gathers them
-  again, so at most a block or two is whole on a device at a time.
+  again, so at most a block or two is whole on a device at a time. The model also pins
+  its activations to the batch split (`batch_layout`).
 
 Parameters stacked over a leading scan axis (a module whose name ends in
 `STACKED_SUFFIX`) are never split on that axis, so one step of the loop reads one block's
@@ -130,6 +131,27 @@ def layer_gather(mesh: Mesh, split_gradients: bool = True):
     return None
   gather = _gather(mesh, split_gradients)
   return lambda tree: jax.tree.map(lambda x: checkpoint_name(x, GATHERED), gather(tree))
+
+
+def batch_layout(mesh: Mesh):
+  """FSDP: the function a model applies to its activations (`x -> x`) to keep them split
+  over the batch on every device of the mesh, forward and backward (the constraint's
+  transpose pins the activation gradients too). Without it XLA's sharding propagation
+  may carry the parameters' split (over channels) into the activations, gathering every
+  device's batch to compute one slice of the channels: the same arithmetic, but whole
+  batches of activations on every device. None without a model axis, where nothing needs
+  pinning; arrays whose leading dimension does not divide over the devices pass as they
+  are."""
+  if model_axis_size(mesh) == 1:
+    return None
+  split, n = batch_sharded(mesh), mesh.devices.size
+
+  def pin(x):
+    if x.ndim == 0 or x.shape[0] % n:
+      return x
+    return jax.lax.with_sharding_constraint(x, split)
+
+  return pin
 
 
 def gather_before_use(apply, mesh: Mesh, split_gradients: bool = True,

@@ -269,17 +269,22 @@ def test_mpl_step_compiles_ahead_of_time_for_a_tpu_topology():
   args = ["--variant=b0", "--width=0.25", "--depth=0.25", "--resolution=32",
           "--num_classes=10", "--topology=v4:2x2x1"]
   results = []
-  for model_axis in (1, 2):
+  for extra in ("--model_axis=1", "--model_axis=2", "--plan"):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([python, os.path.join(ROOT, "tools", "aot_tpu.py"), *args,
-                           f"--model_axis={model_axis}"], cwd=ROOT, env=env,
+                           extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1]
     results.append(json.loads(line[len("RESULT "):]))
+  *results, plan = results
   for r in results:
     assert r["device_kind"] == "TPU v4" and r["chips"] == 4 and r["fits"]
     assert r["flops_per_chip"] > 0 and r["peak_gib_per_chip"] > 0
+  # --plan (no compile): the flagship's 2,048 + 16,384 from 4 chips at 1+8 is 512
+  # micro-batches; its FLOPs per chip are near the compiled step's.
+  assert plan["accum_steps"] == 512 and "peak_gib_per_chip" not in plan
+  assert plan["lowered_flops_per_chip"] == pytest.approx(results[0]["flops_per_chip"], rel=0.3)
   # Splitting parameters and optimizer state two ways halves what each chip holds of them.
   data_parallel, sharded = results
   assert sharded["argument_gib"] < 0.75 * data_parallel["argument_gib"]

@@ -26,12 +26,21 @@ Run (the paper's per-core batch, EfficientNet-L2 teacher and student at 512x512)
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=16 --gather=layer
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v5p:4x4x2 --model_axis=16 --remat
 The last line printed is `RESULT {json}` for scripts.
+
+`--plan` lowers the step without compiling it (a minute, not the compile's 15 to 40)
+and prints what a run on the topology needs: the accum_steps that reach the config's
+global batch from the per-chip batch, the FLOPs per chip per step (XLA's cost analysis
+of the whole step lowered for the CPU, unsharded, divided by the chips) and the time per step
+that makes at a stated MFU (`--mfu`, default 0.4) of the chip's peak bf16 rate. Memory
+is known only from a compile: the plan quotes a compiled row of
+benchmarks/results/aot_tpu.jsonl for the same step if there is one.
 """
 
 import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -59,7 +68,14 @@ FLAGSHIP = os.path.join(ROOT, "configs", "imagenet_efficientnet_l2.py")
 GIB = 1024**3
 # HBM per chip (device) as JAX sees it: v4 and v5p run as one megacore device per chip.
 HBM_GIB = {"TPU v4": 32, "TPU v5": 95, "TPU v5 lite": 16, "TPU v6 lite": 32}
+# Peak dense bf16 TFLOP/s per chip (Cloud TPU's published figures), for --plan's estimates.
+PEAK_TFLOPS = {"TPU v4": 275, "TPU v5": 459, "TPU v5 lite": 197, "TPU v6 lite": 918}
 MEGACORE = ("v4", "v5p")
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "aot_tpu.jsonl")
+# The fields of a compiled row that must match a planned step for its memory to apply.
+SAME_STEP = ("config", "variant", "device_kind", "chips", "mesh", "resolution",
+             "labeled_per_chip", "unlabeled_per_chip", "dtype", "remat", "scan_blocks",
+             "split_gradients", "gather")
 
 
 def get_devices(topology: str) -> list:
@@ -113,6 +129,45 @@ def build_step(config, mesh, num_classes: int | None = None, split_gradients: bo
   return guards.guard_step(step_fn, skip_nonfinite=config.skip_nonfinite), nets.init_fn
 
 
+def accumulation(target: tuple[int, int], per_micro_step: tuple[int, int]) -> int | None:
+  """The accum_steps k with k micro-batches of `per_micro_step` (labeled, unlabeled)
+  images making the `target` global batch; None if no whole k does for both."""
+  ks = {t // m for t, m in zip(target, per_micro_step) if m and t % m == 0}
+  exact = all(m and t % m == 0 for t, m in zip(target, per_micro_step))
+  return ks.pop() if exact and len(ks) == 1 else None
+
+
+def step_time_s(flops_per_chip: float, accum_steps: int, peak_tflops: float,
+                mfu: float) -> float:
+  """Seconds per optimizer step: accum_steps micro-steps of `flops_per_chip` each, run at
+  `mfu` of the chip's peak."""
+  return accum_steps * flops_per_chip / (mfu * peak_tflops * 1e12)
+
+
+def compiled_rows(result: dict, path: str = RESULTS) -> list[dict]:
+  """The compiled rows of `path` for the same step as `result` (memory comes from them)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  older = {"config": os.path.relpath(FLAGSHIP, ROOT), "gather": "network",  # rows before
+           "split_gradients": True}
+  return [r for r in rows if "fits" in r and not r.get("plan")
+          and all({**older, **r}.get(k) == result.get(k) for k in SAME_STEP)]
+
+
+def _commit() -> str | None:
+  """The checkout's commit (with "+" if it has uncommitted changes), or None."""
+  try:
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return head + ("+" if dirty else "")
+
+
 def _oom_message(error: Exception) -> str:
   """The compiler's out-of-memory summary, e.g. 'Used 45.1G of 31.25G hbm.'"""
   text = str(error)
@@ -126,9 +181,9 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
                      remat: bool = False, scan_blocks: bool = True,
                      width: float | None = None, depth: float | None = None,
                      split_gradients: bool = True, gather: str = "network",
-                     config: str = FLAGSHIP) -> dict:
+                     config: str = FLAGSHIP, plan: bool = False, mfu: float = 0.4) -> dict:
   """Lowers and compiles one MPL step of `config` for `topology`; returns sizes, memory
-  and FLOPs."""
+  and FLOPs. With `plan`, lowers only and returns the plan (see the module docstring)."""
   devices = get_devices(topology)
   n = len(devices)
   if n % model_axis:
@@ -169,8 +224,19 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
             "split_gradients": split_gradients, "gather": gather,
             "params_per_network": int(params),
             "train_state_gib_total": state_bytes / GIB,
-            "hbm_gib": HBM_GIB.get(devices[0].device_kind)}
+            "hbm_gib": HBM_GIB.get(devices[0].device_kind), "commit": _commit()}
 
+  if plan:  # FLOPs of the whole step, unsharded, from its CPU lowering (no TPU compile)
+    whole_config = flagship_config(
+        config, variant=variant, resolution=resolution, global_batch=(n_l, n_u),
+        dtype=dtype, remat=remat, scan_blocks=scan_blocks, width=width, depth=depth)
+    whole_step, _ = build_step(whole_config, sharding.make_mesh(1, 1), num_classes)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            (abstract_state, batch, rng))
+    start = time.time()
+    lowered = jax.jit(whole_step).lower(*abstract)
+    result["lower_s"] = time.time() - start
+    return _plan(result, lowered, config, mfu)
   jitted = jax.jit(step, in_shardings=(state_sharding, batch_sharding, replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   start = time.time()
@@ -205,6 +271,57 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
   return result
 
 
+def _plan(result: dict, lowered, config: str, mfu: float) -> dict:
+  """The plan of a lowered step: accumulation, FLOPs, time at `mfu`, memory if known."""
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  data = config_files.load(config).data
+  target = (data.labeled_batch_size, data.unlabeled_batch_size)
+  accum = accumulation(target, tuple(result["global_batch"]))
+  flops = float(cost["flops"]) / result["chips"]
+  peak = PEAK_TFLOPS.get(result["device_kind"])
+  result.update(plan=True, target_global_batch=list(target), accum_steps=accum,
+                lowered_flops_per_chip=flops, mfu=mfu, peak_tflops_per_chip=peak,
+                step_s_at_mfu=(step_time_s(flops, accum, peak, mfu)
+                               if accum and peak else None))
+  rows = compiled_rows(result)
+  if rows:
+    row = rows[-1]
+    result.update(compiled_commit=row.get("commit"),
+                  compiled_peak_gib_per_chip=row.get("peak_gib_per_chip"),
+                  compiled_fits=row["fits"], compiled_flops_per_chip=row.get("flops_per_chip"),
+                  compiled_message=row.get("compiler_message"))
+  return result
+
+
+def _print_plan(r: dict) -> None:
+  print(f"{r['variant']} x2, {r['resolution']}px, {r['labeled_per_chip']}+"
+        f"{r['unlabeled_per_chip']} images/chip on {r['topology']} ({r['chips']} x "
+        f"{r['device_kind']}, HBM {r['hbm_gib']} GiB), mesh data x model = {r['mesh']}")
+  per_step = r["global_batch"]
+  if r["accum_steps"]:
+    print(f"global batch {r['target_global_batch'][0]}+{r['target_global_batch'][1]}: "
+          f"--config.accum_steps={r['accum_steps']} micro-batches of "
+          f"{per_step[0]}+{per_step[1]}")
+  else:
+    print(f"global batch {r['target_global_batch'][0]}+{r['target_global_batch'][1]} is no "
+          f"whole number of micro-batches of {per_step[0]}+{per_step[1]}: change the "
+          f"per-chip batch or the config's batch")
+  print(f"{r['lowered_flops_per_chip'] / 1e12:.2f} TFLOP per chip per micro-step (XLA's "
+        f"count for the whole lowered step / {r['chips']} chips)")
+  if r["step_s_at_mfu"] is not None:
+    print(f"about {r['step_s_at_mfu']:.2f} s per step at {r['mfu']:.0%} MFU of "
+          f"{r['peak_tflops_per_chip']} TFLOP/s per chip")
+  if "compiled_fits" in r:
+    fits = "fits" if r["compiled_fits"] else "does NOT fit"
+    size = r["compiled_peak_gib_per_chip"]
+    print(f"memory (compiled row in {os.path.relpath(RESULTS, ROOT)}, code of commit "
+          f"{(r['compiled_commit'] or 'unknown')[:10]}): "
+          f"{f'{size:.2f} GiB per chip, ' if size else ''}{fits}")
+  else:
+    print("memory: not known without a compile (run again without --plan)")
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--variant", default="l2", choices=sorted(efficientnet.VARIANTS))
@@ -230,15 +347,25 @@ def main(argv=None) -> None:
                       help="FSDP: gather each network whole or each block as it runs")
   parser.add_argument("--width", type=float, default=None, help="override the variant's")
   parser.add_argument("--depth", type=float, default=None, help="override the variant's")
+  parser.add_argument("--plan", action="store_true",
+                      help="lower only: accum_steps, FLOPs and time per step, no compile")
+  parser.add_argument("--mfu", type=float, default=0.4,
+                      help="--plan: the model FLOPs utilization the time estimate assumes")
   args = parser.parse_args(argv)
+  if not 0 < args.mfu <= 1:
+    parser.error(f"--mfu={args.mfu} must be in (0, 1]")
   result = compile_mpl_step(
       variant=args.variant, topology=args.topology, model_axis=args.model_axis,
       resolution=args.resolution, labeled_per_chip=args.labeled_per_chip,
       unlabeled_per_chip=args.unlabeled_per_chip, num_classes=args.num_classes,
       dtype=args.dtype, remat=args.remat, scan_blocks=args.scan_blocks, width=args.width,
       depth=args.depth, split_gradients=args.split_gradients, gather=args.gather,
-      config=args.config)
+      config=args.config, plan=args.plan, mfu=args.mfu)
   r = result
+  if args.plan:
+    _print_plan(r)
+    print("RESULT " + json.dumps(result))
+    return
   print(f"{r['variant']} x2 (teacher + student), {r['params_per_network'] / 1e6:.1f}M params "
         f"each, {r['resolution']}px, {r['labeled_per_chip']}+{r['unlabeled_per_chip']} "
         f"images/chip, {r['dtype']}{', remat' if r['remat'] else ''}")

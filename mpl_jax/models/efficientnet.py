@@ -32,7 +32,10 @@ to each block's parameters (and the stem's and head's) right before they are use
 all-gathers them where the parameters arrive split over the mesh's model axis. Each such
 block is rematerialized with a policy that saves everything but the gathered copies, so
 the backward pass gathers them again instead of keeping every block's whole parameters
-alive (with `remat` the whole block is recomputed, the gather included).
+alive (with `remat` the whole block is recomputed, the gather included). `batch_layout`
+(`mpl_jax.sharding.batch_layout`) pins every block's input, its convolutions' outputs
+and the head's to the batch split, so XLA keeps each device on its own images instead of
+following the split parameters into a split over channels.
 """
 
 import dataclasses
@@ -158,23 +161,25 @@ class MBConv(nn.Module):
   bn_momentum: float
   bn_epsilon: float
   dtype: Any = jnp.float32
+  batch_layout: Callable[[jax.Array], jax.Array] | None = None  # see the module docstring
 
   @nn.compact
   def __call__(self, x: jax.Array, drop_rate: float | jax.Array = 0.0) -> jax.Array:
     norm = layers.batch_norm(self.train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype)
     conv = layers.conv(self.dtype)
+    pin = self.batch_layout or (lambda a: a)
     in_channels = x.shape[-1]
     hidden = in_channels * self.expand_ratio
-    y = x
+    x = y = pin(x)
     if self.expand_ratio != 1:
-      y = swish(norm(name="expand_bn")(conv(hidden, (1, 1), name="expand_conv")(y)))
-    y = nn.Conv(hidden, (self.kernel, self.kernel), strides=self.stride,
-                feature_group_count=hidden, use_bias=False, kernel_init=_depthwise_init,
-                dtype=self.dtype, name="depthwise_conv")(y)
+      y = swish(norm(name="expand_bn")(pin(conv(hidden, (1, 1), name="expand_conv")(y))))
+    y = pin(nn.Conv(hidden, (self.kernel, self.kernel), strides=self.stride,
+                    feature_group_count=hidden, use_bias=False, kernel_init=_depthwise_init,
+                    dtype=self.dtype, name="depthwise_conv")(y))
     y = swish(norm(name="depthwise_bn")(y))
     y = SqueezeExcite(max(1, int(in_channels * SE_RATIO)), dtype=self.dtype, name="se")(y)
-    y = norm(name="project_bn")(conv(self.out_channels, (1, 1), name="project_conv")(y))
+    y = norm(name="project_bn")(pin(conv(self.out_channels, (1, 1), name="project_conv")(y)))
     if self.stride != 1 or in_channels != self.out_channels:
       return y
     if self.train and self.stochastic_depth:
@@ -210,6 +215,7 @@ class EfficientNet(nn.Module):
       Parameters are named `stage_<s>_first` / `stage_<s>_rest` instead of `block_<i>`.
     dtype: compute dtype; parameters and BatchNorm statistics stay float32.
     param_gather: None, or FSDP's per-layer gather (see the module docstring).
+    batch_layout: None, or FSDP's pin of activations to the batch split (the same).
   """
 
   num_classes: int
@@ -223,6 +229,7 @@ class EfficientNet(nn.Module):
   scan_blocks: bool = False
   dtype: Any = jnp.float32
   param_gather: Callable[[Any], Any] | None = None
+  batch_layout: Callable[[jax.Array], jax.Array] | None = None
 
   def block_layout(self) -> list[tuple[int, StageSpec]]:
     """(output channels, stage spec) of every block in order."""
@@ -253,11 +260,12 @@ class EfficientNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     norm = layers.batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                              dtype=self.dtype, module=self._gathered(nn.BatchNorm))
-    x = x.astype(self.dtype)
+    pin = self.batch_layout or (lambda a: a)
+    x = pin(x.astype(self.dtype))
     x = self._gathered(nn.Conv)(
         round_channels(STEM_CHANNELS, self.width), (3, 3), strides=2, use_bias=False,
         kernel_init=CONV_INIT, dtype=self.dtype, name="stem")(x)
-    x = swish(norm(name="stem_bn")(x))
+    x = swish(norm(name="stem_bn")(pin(x)))
     num_blocks = len(self.block_layout())
     block_cls = self._block(MBConv, scanned=False)
     index = 0  # blocks so far; block i drops its branch at rate drop_connect_rate * i / n
@@ -268,7 +276,7 @@ class EfficientNet(nn.Module):
                     expand_ratio=spec.expand_ratio,
                     stochastic_depth=self.drop_connect_rate > 0, train=train,
                     bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-                    dtype=self.dtype)
+                    dtype=self.dtype, batch_layout=self.batch_layout)
       rates = [self.drop_connect_rate * (index + i) / num_blocks for i in range(repeats)]
       index += repeats
       if not self.scan_blocks:
@@ -288,12 +296,12 @@ class EfficientNet(nn.Module):
     x = self._gathered(nn.Conv)(
         round_channels(HEAD_CHANNELS, self.width), (1, 1), use_bias=False,
         kernel_init=CONV_INIT, dtype=self.dtype, name="head_conv")(x)
-    x = swish(norm(name="head_bn")(x))
-    x = jnp.mean(x, axis=(1, 2))
+    x = swish(norm(name="head_bn")(pin(x)))
+    x = pin(jnp.mean(x, axis=(1, 2)))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = self._gathered(nn.Dense)(self.num_classes, kernel_init=DENSE_INIT, dtype=self.dtype,
                                  name="head")(x)
-    return x.astype(jnp.float32)
+    return pin(x).astype(jnp.float32)
 
 
 def from_variant(name: str, num_classes: int, **overrides: Any) -> EfficientNet:

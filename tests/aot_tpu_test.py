@@ -1,0 +1,51 @@
+"""tools/aot_tpu.py's --plan arithmetic (the compiles themselves need libtpu: slow tests in
+efficientnet_test.py)."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(name="aot", scope="module")
+def _aot():
+  spec = importlib.util.spec_from_file_location("aot_tpu",
+                                                os.path.join(ROOT, "tools", "aot_tpu.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_accumulation_reaches_the_global_batch_or_says_it_cannot(aot):
+  # The paper's 2,048 + 16,384 on a v4-64 (32 chips at 1+8): 64 micro-batches.
+  assert aot.accumulation((2048, 16384), (32, 256)) == 64
+  assert aot.accumulation((2048, 16384), (2048, 16384)) == 1
+  assert aot.accumulation((2048, 16384), (96, 768)) is None  # 2048/96 is not whole
+  assert aot.accumulation((2048, 16384), (32, 128)) is None  # the two disagree (64 vs 128)
+
+
+def test_step_time_is_the_micro_steps_flops_at_the_stated_mfu(aot):
+  assert aot.step_time_s(6.6e12, 64, 275, 0.4) == pytest.approx(64 * 6.6e12 / 110e12)
+  assert aot.step_time_s(1e12, 1, 100, 0.5) == pytest.approx(0.02)
+
+
+def test_plan_quotes_only_compiled_rows_of_the_same_step(aot, tmp_path):
+  step = {"config": "configs/imagenet_efficientnet_l2.py", "variant": "l2",
+          "device_kind": "TPU v4", "chips": 32, "mesh": "2x16", "resolution": 512,
+          "labeled_per_chip": 1, "unlabeled_per_chip": 8, "dtype": "bfloat16",
+          "remat": True, "scan_blocks": True, "split_gradients": True, "gather": "layer"}
+  rows = [dict(step, fits=False, peak_gib_per_chip=43.1),
+          dict(step, gather="network", fits=False, peak_gib_per_chip=42.9),
+          dict(step, unlabeled_per_chip=4, fits=True, peak_gib_per_chip=25.0),
+          dict(step, plan=True, fits=True),  # a plan row: no memory in it
+          dict(step, peak_gib_per_chip=20.0)]  # no "fits": not a compile result
+  path = tmp_path / "rows.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert [r["peak_gib_per_chip"] for r in aot.compiled_rows(step, str(path))] == [43.1]
+  older = {k: v for k, v in rows[1].items() if k not in ("config", "gather")}
+  path.write_text(json.dumps(older) + "\n")  # rows from before config/gather were written
+  assert aot.compiled_rows(dict(step, gather="network"), str(path)) == [older]
+  assert aot.compiled_rows(step, str(path)) == []
