@@ -22,10 +22,12 @@ used 2,048 TPUv3 cores (128 data-parallel replicas x 16-way model parallelism). 
 that is 1 labeled + 8 unlabeled images; what one chip must hold at that batch, data
 parallel or with FSDP-style parameter sharding, is measured ahead of time by
 tools/aot_tpu.py (BENCHMARKS.md, "EfficientNet-L2 MPL step compiled for TPU"): data
-parallel with remat fits a TPU v4 chip (31.0 of 32 GiB); `--config.mesh.model_axis=16`
-splits the state 16 ways but, gathering whole networks, needs 43 GiB there, so the
-default mesh is data parallel. With fewer chips, `--config.accum_steps=k` runs the
-paper's batch as k micro-batches. bf16 compute, float32 parameters.
+parallel with remat fits a TPU v4 chip (31.0 of 32 GiB), the default;
+`--config.mesh.model_axis=16 --config.mesh.gather=layer` splits the state 16 ways and
+gathers each block where it runs: 20.0 GiB per chip with the same FLOPs, for chips with
+less memory or a larger per-chip batch. `tools/aot_tpu.py --plan` prints the
+accum_steps and time per step for a slice. With fewer chips, `--config.accum_steps=k`
+runs the paper's batch as k micro-batches. bf16 compute, float32 parameters.
 
 Paper: 90.2% top-1 / 98.8% top-5 (EfficientNet-L2 student, after finetuning).
 

@@ -13,7 +13,8 @@ Two layouts on a ('data', 'model') mesh:
   parameters, optimizer state, the student's EMA and BatchNorm statistics are split k
   ways over 'model' (each array on its largest dimension that k divides); parameters are
   all-gathered where they run and gradients reduce-scattered back: each network whole
-  (`--gather=network`) or each block as it runs (`--gather=layer`).
+  (`--gather=network`) or each block as it runs (`--gather=layer`); EfficientNet's
+  activations stay split over the batch (`sharding.batch_layout`).
 The batch is split over all chips in both layouts, so each chip sees `labeled_per_chip` +
 `unlabeled_per_chip` images.
 
@@ -113,8 +114,9 @@ def flagship_config(config: str = FLAGSHIP, *, variant: str | None = None,
 def build_networks(config, mesh, num_classes: int | None = None,
                    split_gradients: bool = True) -> networks.Networks:
   """`mpl_jax.networks.build` of `config` on `mesh`, as training builds it: with a 'model'
-  axis, parameters are gathered where a network runs (FSDP, `sharding.gather_before_use`).
-  `num_classes` overrides the data set's."""
+  axis, parameters are gathered where each network runs or, with `mesh.gather=layer`,
+  where each block runs (FSDP, `mpl_jax.sharding`). `num_classes` overrides the data
+  set's."""
   spec = data_lib.spec(config.data)
   if num_classes is not None:
     spec = data_lib.DataSpec(num_classes, spec.input_shape)
