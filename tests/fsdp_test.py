@@ -189,7 +189,11 @@ def test_per_layer_fsdp_equals_data_parallel(layer_runs, method):
     moved = np.abs(flat_params(getattr(fsdp, net).params)
                    - flat_params(getattr(init, net).params)).max()
     assert moved > 0.03, (net, moved)  # trained, far beyond the tolerance below
-    assert difference < 1e-5, (net, difference)  # float rounding of one step
+    # Float rounding of one step: up to 1e-5 for the student, and up to 5e-5 seen for
+    # MPL's teacher, whose update passes through the student's (a difference of two
+    # gradients magnifies rounding), against steps of about 0.05. A step that computes
+    # something else (a term lost, a factor of 2) is off by the order of the step.
+    assert difference < 1e-4, (net, difference)
   split = 0
   paths = jax.tree_util.tree_flatten_with_path(fsdp)[0]
   for path, leaf in paths:
