@@ -234,13 +234,17 @@ def test_per_layer_gather_happens_inside_the_scanned_loop(layer_runs):
   assert all("all-gather" in text for text in bodies.values())
 
 
-def _replicated_constraints(jaxpr, in_loop=False, found=None) -> dict[bool, list[tuple]]:
-  """in a loop body? -> the shapes that `jaxpr` constrains to whole (replicated) there."""
-  found = {True: [], False: []} if found is None else found
+def _replicated_constraints(jaxpr, in_loop=False, found=None) -> dict:
+  """in a loop body? -> the shapes that `jaxpr` constrains to whole (replicated) there;
+  "batch" -> the shapes of images it constrains to the batch split."""
+  found = {True: [], False: [], "batch": []} if found is None else found
   for eqn in jaxpr.eqns:
-    if (eqn.primitive.name == "sharding_constraint"
-        and eqn.params["sharding"].is_fully_replicated):
-      found[in_loop].append(tuple(eqn.invars[0].aval.shape))
+    if eqn.primitive.name == "sharding_constraint":
+      shape, spec = tuple(eqn.invars[0].aval.shape), eqn.params["sharding"].spec
+      if eqn.params["sharding"].is_fully_replicated:
+        found[in_loop].append(shape)
+      elif len(shape) == 4 and spec == P(sharding.BATCH_AXES):
+        found["batch"].append(shape)
     loop = in_loop or eqn.primitive.name in ("scan", "while")
     for value in eqn.params.values():
       for sub in value if isinstance(value, (list, tuple)) else [value]:
@@ -254,7 +258,8 @@ def _replicated_constraints(jaxpr, in_loop=False, found=None) -> dict[bool, list
 def test_per_layer_gather_is_placed_in_the_loop_and_the_whole_network_one_before_it():
   """Where the step asks for whole parameters (before XLA optimizes anything): per layer,
   inside the scanned stages' loop bodies and never on a stacked kernel outside them; per
-  network, every stacked kernel whole before the loops and nothing inside them."""
+  network, every stacked kernel whole before the loops and nothing inside them. Either
+  way the network's activations are pinned to the batch split (`batch_layout`)."""
   found = {}
   for gather in sharding.GATHERS:
     c = _scanned_config("uda", 4, gather)
@@ -269,6 +274,10 @@ def test_per_layer_gather_is_placed_in_the_loop_and_the_whole_network_one_before
     jaxpr = jax.make_jaxpr(nets.phase_at(0).step_fn)(abstract, batch, jax.random.key(1))
     constraints = _replicated_constraints(jaxpr.jaxpr)
     found[gather] = (len(constraints[True]), kernels & set(constraints[False]), kernels)
+    # Activations (and their gradients) pinned to the batch split in every block: the
+    # stem's output at 8x8 (16x16 inputs, stride 2) and the last stage's at 1x1.
+    pinned = {shape[1:3] for shape in constraints["batch"]}
+    assert {(16, 16), (8, 8), (1, 1)} <= pinned, (gather, pinned)
   (network_in_loops, network_stacked, kernels), (layer_in_loops, layer_stacked, _) = (
       found["network"], found["layer"])
   assert len(kernels) >= 5  # the scanned stages' convolution kernels (distinct shapes)
