@@ -15,7 +15,8 @@ instruction is. Kinds of work, per step:
                                    the optimizer updates and the EMA
   copies                           transposes, copies, concatenations, memcpy/memset
   other                            the rest
-  idle                             the traced step's wall time the GPU ran no kernel
+  idle                             gaps between the traced steps' first and last kernels
+                                   in which the GPU ran none
 
 For every kind but the convolutions it also sums the bytes its instructions read and
 write (the HLO operand and output shapes, each once): bytes over time against the
@@ -251,9 +252,9 @@ def collect_ops(trace_dir: str) -> dict[str, Any]:
       seconds = event.duration_ns * 1e-9
       ops[op] += seconds
       if gpu:
-        entry = kernels.setdefault(event.name[:160], [op, 0, 0.0])
-        entry[1] += 1
-        entry[2] += seconds
+        entry = kernels.setdefault(f"{op}|{event.name[:160]}", [op, event.name[:160], 0, 0.0])
+        entry[2] += 1
+        entry[3] += seconds
         intervals.append((event.start_ns, event.end_ns))
   busy = span = 0.0
   if intervals:
@@ -275,26 +276,65 @@ def collect_ops(trace_dir: str) -> dict[str, Any]:
           "lines": sorted({f"{plane}: {line.name}" for plane, line in lines})}
 
 
-def summarize(ops_s: dict[str, float], hlo_text: str, steps: int,
-              step_flops: float) -> dict[str, Any]:
-  """Per-kind seconds, FLOPs, bytes per step, from per-instruction times and the HLO."""
+def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: float,
+              kernels: dict[str, list] | None = None) -> dict[str, Any]:
+  """Per-kind seconds, FLOPs, bytes per step, from the trace's times and the HLO.
+
+  `ops_s` is the kernel time per `hlo_op`: one instruction, whose FLOPs and bytes count
+  once a step. On a GPU an `hlo_op` may instead name a CUDA graph of many instructions
+  (XLA's command buffers); its kernels (`kernels`: [hlo_op, kernel name, launches,
+  seconds] rows) are then matched by their own names, an instruction's with '_' for '.'.
+  XLA compiles identical fusions once and launches that kernel under the first one's
+  name, so such a kernel's FLOPs and bytes count once per launch.
+  """
   info = classify(hlo_text)
-  kinds = {k: {"time_s": 0.0, "flops": 0.0, "bytes": 0.0, "instructions": 0}
+  kinds = {k: {"time_s": 0.0, "flops": 0.0, "bytes": 0.0, "instructions": 0.0}
            for k in KINDS}
+  by_op: dict[str, list] = collections.defaultdict(list)
+  for key, row in (kernels or {}).items():  # older traces: keyed by the kernel's name
+    op, name, launches, seconds = row if len(row) == 4 else (row[0], key, row[1], row[2])
+    by_op[op].append((name, launches, seconds))
   unmatched = 0.0
+
+  def add(entry, seconds, times):
+    k = kinds[entry["kind"]]
+    k["time_s"] += seconds / steps
+    k["instructions"] += times
+    k["flops"] += entry["flops"] * times
+    k["bytes"] += entry["bytes"] * times
+
+  unresolved: dict[str, float] = {}  # hlo_ops that are no instruction: command buffers
   for op, seconds in ops_s.items():
     entry = info.get(op)
     if entry is None and "," in op:  # a kernel of several instructions: the first's kind
       entry = info.get(op.split(",")[0].strip())
-    if entry is None:
+    if entry is not None:
+      add(entry, seconds, 1)
+    else:
+      unresolved[op] = seconds
+  # Their kernels, matched by name. (Older traces kept one row per kernel name, under the
+  # first hlo_op it ran in, so the graphs' kernels are matched as one group.)
+  matched = 0.0
+  for op, rows in by_op.items():
+    if op in info or op.split(",")[0].strip() in info:
+      continue
+    for name, launches, t in rows:
+      entry = info.get(re.sub(r"_(\d+)$", r".\1", name)) or info.get(name)
+      if entry is None:
+        kind = "copies" if re.search(r"mem(cpy|set)", name, re.I) else "other"
+        unmatched += t / steps
+        entry = {"kind": kind, "flops": 0.0, "bytes": 0}
+      add(entry, t, launches / steps)
+      matched += t
+  rest = sum(unresolved.values()) - matched
+  if not matched:  # no kernel rows: each such hlo_op as it is (memcpy, memset, ...)
+    for op, seconds in unresolved.items():
       kind = "copies" if re.search(r"mem(cpy|set)", op, re.I) else "other"
       unmatched += seconds / steps
-      entry = {"kind": kind, "flops": 0.0, "bytes": 0}
-    k = kinds[entry["kind"]]
-    k["time_s"] += seconds / steps
-    k["instructions"] += 1
-    k["flops"] += entry["flops"]
-    k["bytes"] += entry["bytes"]
+      add({"kind": kind, "flops": 0.0, "bytes": 0}, seconds, 0)
+  elif rest > 1e-6 * matched:
+    unmatched += rest / steps
+    add({"kind": "other", "flops": 0.0, "bytes": 0}, rest, 0)
   for k in kinds.values():
     k["tflop_per_s"] = k["flops"] / k["time_s"] / 1e12 if k["time_s"] and k["flops"] else None
     k["tb_per_s"] = k["bytes"] / k["time_s"] / 1e12 if k["time_s"] and k["bytes"] else None
@@ -371,17 +411,21 @@ def profile(case: jax_case.Case, steps: int, warmup: int) -> tuple[dict[str, Any
 def report(record: dict[str, Any], collected: dict[str, Any], hlo_text: str,
            steps: int, limits: dict[str, float] | None, dtype: str) -> dict[str, Any]:
   """The per-kind summary (and the floor, given the device's ceilings) of one profile."""
-  summary = summarize(collected["ops_s"], hlo_text, steps, record["step_flops_hlo"])
+  summary = summarize(collected["ops_s"], hlo_text, steps, record["step_flops_hlo"],
+                      collected.get("kernels"))
   if collected.get("xla_ops_s"):
     # Where kernels carry no instruction name, the trace's own per-instruction line may.
     other = summarize(collected["xla_ops_s"], hlo_text, steps, record["step_flops_hlo"])
     if other["unmatched_time_s"] < summary["unmatched_time_s"]:
       summary = other
       summary["source"] = "XLA Ops line"
-  summary["idle_s"] = max(0.0, record["traced_step_time_s"] - record["busy_s_per_step"])
-  top = sorted(collected["kernels"].items(), key=lambda kv: -kv[1][2])[:25]
+  # The GPU's gaps between its first and last kernel: launches, host work, waits.
+  summary["idle_s"] = max(0.0, record["span_s_per_step"] - record["busy_s_per_step"])
+  rows = [r if len(r) == 4 else [r[0], name, r[1], r[2]]
+          for name, r in collected["kernels"].items()]
+  top = sorted(rows, key=lambda r: -r[3])[:25]
   summary["top_kernels"] = [{"kernel": name, "hlo_op": op, "count": n,
-                             "time_s_per_step": s / steps} for name, (op, n, s) in top]
+                             "time_s_per_step": t / steps} for op, name, n, t in top]
   peak = timing.peak_flops(record["device"], dtype)
   if limits:
     summary["floor"] = floor(summary, record["step_flops_hlo"], limits["matmul_tflop_per_s"],
@@ -419,6 +463,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--name", default=None, help="file name stem (default: from the case)")
   p.add_argument("--from_saved", default=None,
                  help="a saved stem (DIR/NAME): summarize it again; runs nothing")
+  p.add_argument("--step_flops", type=float, default=None,
+                 help="the step's FLOPs for MFU and the floor, where the HLO count of this "
+                      "machine gives none (count them with step_bench --flops_only)")
   step_bench.add_cpu_convolutions_flag(p)
   timing.add_quiet_flags(p)
   return p.parse_args(argv)
@@ -431,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
       saved = json.load(f)
     with gzip.open(args.from_saved + ".hlo.txt.gz", "rt") as f:
       hlo_text = f.read()
+    if args.step_flops:
+      saved["record"]["step_flops_hlo"] = args.step_flops
     summary = report(saved["record"], saved["collected"], hlo_text, saved["steps"],
                      saved.get("ceilings"), saved["dtype"])
     print_table(summary, saved["record"])
@@ -444,6 +493,8 @@ def main(argv: list[str] | None = None) -> None:
   jax_case.check(case)
   limits = ceilings() if args.ceilings == "on" else None
   record, collected, hlo_text = profile(case, args.steps, args.warmup)
+  if args.step_flops:
+    record["step_flops_hlo"] = args.step_flops
   summary = report(record, collected, hlo_text, args.steps, limits, args.dtype)
   print_table(summary, record)
   if args.save_dir:

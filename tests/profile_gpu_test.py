@@ -136,3 +136,24 @@ def test_the_script_profiles_a_tiny_step_and_summarizes_what_it_saved(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   (redone,) = [json.loads(line) for line in again.stdout.splitlines() if line.strip()]
   assert redone["summary"]["kinds"] == kinds
+
+
+def test_kernels_of_a_cuda_graph_are_matched_by_name_once_per_launch():
+  """XLA:GPU runs fusions inside command buffers (CUDA graphs): the kernels' hlo_op names
+  the graph, the kernel's own name the fusion ('.' written '_'), launched once per
+  identical fusion."""
+  steps = 3
+  ops = {"command_buffer_7": 9e-6, "cudnn-conv.1": 3e-6}
+  kernels = {
+      "command_buffer_7|loop_maximum_fusion": ["command_buffer_7", "loop_maximum_fusion", 6, 6e-6],
+      "command_buffer_7|input_reduce_fusion": ["command_buffer_7", "input_reduce_fusion", 3, 3e-6],
+      "cudnn-conv.1|sm90_xmma_fprop": ["cudnn-conv.1", "sm90_xmma_fprop", 3, 3e-6]}
+  summary = profile_gpu.summarize(ops, GPU_HLO, steps, step_flops=CONV_FLOPS, kernels=kernels)
+  kinds = summary["kinds"]
+  assert kinds["elementwise"]["time_s"] == pytest.approx(2e-6)
+  assert kinds["elementwise"]["instructions"] == pytest.approx(2)  # two launches a step
+  assert kinds["elementwise"]["bytes"] == 2 * 2 * (8 * 4 * 4 * 16 * 2)
+  assert kinds["reductions"]["time_s"] == pytest.approx(1e-6)
+  assert kinds["conv_forward"]["flops"] == CONV_FLOPS
+  assert kinds["other"]["time_s"] == 0 and summary["unmatched_time_s"] == pytest.approx(0)
+  assert summary["kernel_time_s"] == pytest.approx(sum(ops.values()) / steps)
