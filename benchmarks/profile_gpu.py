@@ -354,7 +354,7 @@ def floor(summary: dict[str, Any], step_flops: float, matmul_tflops: float,
       copy_tb_per_s * 1e12)
   seconds = conv + rest
   return {"conv_s": conv, "memory_bound_s": rest, "step_s": seconds,
-          "mfu": step_flops / seconds / peak if peak and seconds else None}
+          "mfu": step_flops / seconds / peak if peak and seconds and step_flops else None}
 
 
 def ceilings(size: int = 8192, copy_bytes: int = 1 << 31, reps: int = 10) -> dict[str, float]:
@@ -430,7 +430,7 @@ def report(record: dict[str, Any], collected: dict[str, Any], hlo_text: str,
   if limits:
     summary["floor"] = floor(summary, record["step_flops_hlo"], limits["matmul_tflop_per_s"],
                              limits["copy_tb_per_s"], peak)
-  if peak:
+  if peak and record["step_flops_hlo"]:
     summary["mfu"] = record["step_flops_hlo"] / record["step_time_s"] / peak
   return summary
 

@@ -74,9 +74,25 @@ def hlo_flops(traced) -> float:
 
   A compiled GPU program hands its convolutions to cuDNN as custom calls, which XLA's
   cost analysis counts as zero FLOPs; the CPU-lowered HLO still has them as convolutions.
-  This is the count MFU uses.
+  This is the count MFU uses. Off the CPU, `Lowered.cost_analysis` asks the default
+  backend, whose analysis of this module may count nothing (a GPU's gave 0): the CPU
+  backend is then asked for the same module. None where neither counts.
   """
-  return flops(traced.lower(lowering_platforms=("cpu",)))
+  lowered = traced.lower(lowering_platforms=("cpu",))
+  count = flops(lowered)
+  return count or cpu_flops(lowered) or None
+
+
+def cpu_flops(lowered) -> float:
+  """The CPU backend's cost analysis of a lowered module (JAX internals; 0 if they move)."""
+  try:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    from jax._src.lib import _jax  # pylint: disable=import-outside-toplevel
+    module = lowered._lowering.hlo().as_hlo_module()  # pylint: disable=protected-access
+    analysis = _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)
+    return float((analysis or {}).get("flops", 0.0))
+  except Exception:  # pylint: disable=broad-except
+    return 0.0
 
 
 def peak_memory(compiled) -> int | None:
@@ -168,17 +184,18 @@ def run_case(case: jax_case.Case, runs: int, warmup: int, with_parts: bool = Tru
       parts_record[name] = {"time_s": timing.median(part_times[name]), "flops": flops(compiled),
                             "flops_hlo": part_hlo_flops}
     parts_flops = sum(p["flops"] for p in parts_record.values())
-    parts_hlo = sum(p["flops_hlo"] for p in parts_record.values())
+    parts_hlo = sum(p["flops_hlo"] or 0.0 for p in parts_record.values())
     parts_time = sum(p["time_s"] for p in parts_record.values())
     record.update(parts=parts_record, parts_flops=parts_flops, parts_flops_hlo=parts_hlo,
                   parts_time_s=parts_time,
                   flops_ratio=step_flops / parts_flops if parts_flops else None,
-                  flops_ratio_hlo=runner.hlo_flops / parts_hlo if parts_hlo else None,
+                  flops_ratio_hlo=(runner.hlo_flops / parts_hlo
+                                   if parts_hlo and runner.hlo_flops else None),
                   time_ratio=step_time / parts_time if parts_time else None)
   peak = timing.peak_flops(device.device_kind, case.dtype)
   record.update(peak_flops=peak, peak_flops_source=timing.PEAK_SOURCE if peak else None,
-                achieved_flops_per_s=runner.hlo_flops / step_time,
-                mfu=runner.hlo_flops / step_time / peak if peak else None)
+                achieved_flops_per_s=runner.hlo_flops / step_time if runner.hlo_flops else None,
+                mfu=runner.hlo_flops / step_time / peak if peak and runner.hlo_flops else None)
   return record
 
 
@@ -196,7 +213,8 @@ def count_flops(case: jax_case.Case) -> dict[str, Any]:
   step = hlo_flops(jax_case.jit_step(deps).trace(state, batch, jax.random.key(0)))
   return {"benchmark": "step_flops", **case.describe(), "jax_version": jax.__version__,
           "step_flops_hlo": step, "parts_flops_hlo": parts,
-          "flops_ratio_hlo": step / sum(parts.values())}
+          "flops_ratio_hlo": (step / sum(parts.values())
+                              if step and all(parts.values()) else None)}
 
 
 def _list(kind):
