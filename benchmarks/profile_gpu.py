@@ -7,7 +7,9 @@ compiled step's text, what `--xla_dump_to` writes after optimizations) says what
 instruction is. Kinds of work, per step:
 
   conv_forward, conv_input_grad,   cuDNN's convolutions (custom calls __cudnn$conv*):
-  conv_filter_grad                 their FLOPs from the HLO shapes, and TFLOP/s
+  conv_filter_grad                 their FLOPs from the HLO shapes, and TFLOP/s; a
+                                   forward call under autodiff's transpose is an input
+                                   gradient
   matmul                           cuBLAS / Triton matrix products (the heads)
   reductions                       fusions that reduce: BatchNorm's statistics and their
                                    gradients, the losses, the reward's dot product
@@ -124,13 +126,15 @@ def parse_hlo(hlo_text: str) -> dict[str, list[Instruction]]:
   return computations
 
 
-def conv_flops(kind: str, inst: Instruction,
+def conv_flops(target: str, inst: Instruction,
                shapes: dict[str, list[tuple[str, list[int]]]]) -> float:
-  """FLOPs of one cuDNN convolution custom call: 2 |y| |w| / C_out for all three kinds.
+  """FLOPs of one cuDNN convolution custom call: 2 |y| |w| / C_out, every tap once.
 
-  The call keeps the forward convolution's dimension labels (input_kernel->output); y is
-  the forward's output (the call's output, or for the gradients its dy operand) and w
-  the kernel (an operand, or the filter gradient's output).
+  The call keeps its convolution's dimension labels (input_kernel->output). For the two
+  gradient calls y is dy (an operand) and w the kernel (an operand, or the filter
+  gradient's output). A forward call may be an input gradient written as a forward
+  convolution over a dilated dy: its taps are those of the smaller side, so it counts
+  2 |side| |w| / C(side) over its input and its output and takes the smaller.
   """
   labels = _DIM_LABELS.search(inst.line)
   operands = [shapes.get(name, [("", [])])[0][1] for name in inst.operands]
@@ -138,16 +142,15 @@ def conv_flops(kind: str, inst: Instruction,
     return 0.0
   kernel_labels = labels.group(2)
   out = inst.shapes[0][1]
-  if kind == "conv_filter_grad":
-    y, w = operands[1], out
-  elif kind == "conv_input_grad":
-    y, w = operands[0], operands[1]
-  else:
-    y, w = out, operands[1]
-  if len(w) != len(kernel_labels) or "o" not in kernel_labels:
+  w = out if target == "__cudnn$convBackwardFilter" else operands[1]
+  if len(w) != len(kernel_labels) or "o" not in kernel_labels or "i" not in kernel_labels:
     return 0.0
-  c_out = w[kernel_labels.index("o")]
-  return 2.0 * _size(y) * _size(w) / max(c_out, 1)
+  c_out, c_in = w[kernel_labels.index("o")], w[kernel_labels.index("i")]
+  if target == "__cudnn$convBackwardFilter":
+    return 2.0 * _size(operands[1]) * _size(w) / max(c_out, 1)
+  if target == "__cudnn$convBackwardInput":
+    return 2.0 * _size(operands[0]) * _size(w) / max(c_out, 1)
+  return 2.0 * _size(w) * min(_size(out) / max(c_out, 1), _size(operands[0]) / max(c_in, 1))
 
 
 def instruction_bytes(inst: Instruction,
@@ -194,7 +197,11 @@ def classify(hlo_text: str) -> dict[str, dict[str, Any]]:
         target = target.group(1) if target else ""
         if target in _CONV_TARGETS:
           kind = _CONV_TARGETS[target]
-          flops = conv_flops(kind, inst, shapes)
+          if kind == "conv_forward" and "transpose(" in line:
+            # Autodiff's transpose: an input gradient XLA wrote as a forward convolution
+            # (1x1 ones; the residual's gradient fused in as a side input).
+            kind = "conv_input_grad"
+          flops = conv_flops(target, inst, shapes)
         elif target.startswith(_MATMUL_TARGETS):
           kind = "matmul"
         else:

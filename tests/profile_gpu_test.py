@@ -59,6 +59,7 @@ ENTRY %main (x: bf16[8,4,4,16], w: bf16[16,3,3,16], a: f32[8,32], b: f32[32,10])
   %loop_maximum_fusion = bf16[8,4,4,16]{3,2,1,0} fusion(%get-tuple-element.1), kind=kLoop, calls=%fused_relu
   %transpose_fusion = bf16[16,4,4,8]{3,2,1,0} fusion(%x), kind=kInput, calls=%fused_transpose
   %custom-call.5 = (f32[8,10]{1,0}, s8[4]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm"
+  %cudnn-conv-bias-activation.2 = (bf16[8,4,4,16]{3,2,1,0}, u8[0]{0}) custom-call(%x, %w, %a, %x), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBiasActivationForward", metadata={op_name="jit(step)/transpose(jvp(Net))/conv_general_dilated"}
   ROOT %copy.1 = f32[16]{0} copy(%input_reduce_fusion)
 }
 """
@@ -71,16 +72,31 @@ def test_classify_names_each_kind_and_counts_convolution_flops():
   kinds = {name: info[name]["kind"] for name in (
       "cudnn-conv.1", "cudnn-conv-bw-input.1", "cudnn-conv-bw-filter.1",
       "input_reduce_fusion", "loop_maximum_fusion", "transpose_fusion", "custom-call.5",
-      "copy.1")}
+      "copy.1", "cudnn-conv-bias-activation.2")}
   assert kinds == {"cudnn-conv.1": "conv_forward", "cudnn-conv-bw-input.1": "conv_input_grad",
                    "cudnn-conv-bw-filter.1": "conv_filter_grad",
                    "input_reduce_fusion": "reductions", "loop_maximum_fusion": "elementwise",
-                   "transpose_fusion": "copies", "custom-call.5": "matmul", "copy.1": "copies"}
-  for name in ("cudnn-conv.1", "cudnn-conv-bw-input.1", "cudnn-conv-bw-filter.1"):
+                   "transpose_fusion": "copies", "custom-call.5": "matmul", "copy.1": "copies",
+                   # a forward call under autodiff's transpose: an input gradient
+                   "cudnn-conv-bias-activation.2": "conv_input_grad"}
+  for name in ("cudnn-conv.1", "cudnn-conv-bw-input.1", "cudnn-conv-bw-filter.1",
+               "cudnn-conv-bias-activation.2"):
     assert info[name]["flops"] == CONV_FLOPS, name
   # Output and operands once each: f32[16] out, one bf16[8,4,4,16] read.
   assert info["input_reduce_fusion"]["bytes"] == 16 * 4 + 8 * 4 * 4 * 16 * 2
   assert info["loop_maximum_fusion"]["bytes"] == 2 * (8 * 4 * 4 * 16 * 2)
+
+
+def test_an_input_gradient_written_as_a_forward_convolution_counts_dy_taps():
+  # The input gradient of a 1x1, stride-2 convolution (N=8, 4x4 -> 2x2, 16 -> 32
+  # channels) as XLA:GPU writes it: a forward call from dy (8,2,2,32) to dx (8,4,4,16).
+  text = GPU_HLO.replace("ENTRY %main (x: bf16[8,4,4,16], ", "ENTRY %main (dy: bf16[8,2,2,32], k: bf16[16,1,1,32], x: bf16[8,4,4,16], ").replace(
+      "  %x = bf16[8,4,4,16]{3,2,1,0} parameter(0)\n", "  %x = bf16[8,4,4,16]{3,2,1,0} parameter(0)\n"
+      "  %dy = bf16[8,2,2,32]{3,2,1,0} parameter(4)\n  %k = bf16[16,1,1,32]{3,2,1,0} parameter(5)\n"
+      "  %cudnn-conv.9 = (bf16[8,4,4,16]{3,2,1,0}, u8[0]{0}) custom-call(%dy, %k), window={size=1x1 lhs_dilate=2x2}, dim_labels=b01f_o01i->b01f, custom_call_target=\"__cudnn$convForward\", metadata={op_name=\"jit(step)/transpose(jvp(Net))/conv_general_dilated\"}\n")
+  info = profile_gpu.classify(text)
+  assert info["cudnn-conv.9"]["kind"] == "conv_input_grad"
+  assert info["cudnn-conv.9"]["flops"] == 2 * 8 * 2 * 2 * 32 * 16  # 2 N Ho Wo C_out C_in
 
 
 def test_a_strided_convolution_counts_its_smaller_output():
