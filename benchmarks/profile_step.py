@@ -41,11 +41,10 @@ from typing import Any
 import jax
 
 from benchmarks import jax_case
+from benchmarks import profile_gpu
 from benchmarks import step_bench
 from benchmarks import timing
 
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S.*?\s([\w\-]+)\((.*)$")
-_COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _CALLS = re.compile(r"(?:calls|to_apply)=%?([\w.\-]+)")
 _OUTPUT_SHAPE = re.compile(r"=\s*\w+\[([\d,]+)\]")
 _WINDOW = re.compile(r"window=\{size=([\dx]+)")
@@ -75,16 +74,8 @@ def conv_kind(line: str) -> str:
 
 def classify_hlo(hlo_text: str) -> dict[str, str]:
   """Each instruction name of an optimized HLO module -> its kind of work."""
-  computations: dict[str, list[tuple[str, str, str]]] = collections.defaultdict(list)
-  current = None
-  for line in hlo_text.splitlines():
-    m = _COMPUTATION.match(line)
-    if m and "=" not in line.split("{")[0]:
-      current = m.group(1)
-      continue
-    m = _INSTRUCTION.match(line)
-    if m and current is not None:
-      computations[current].append((m.group(1), m.group(2), line))
+  computations = {name: [(i.name, i.opcode, i.line) for i in instructions]
+                  for name, instructions in profile_gpu.parse_hlo(hlo_text).items()}
 
   def kind_of(opcode: str, line: str, depth: int = 0) -> str:
     if opcode == "convolution":
