@@ -65,6 +65,7 @@ _MATMUL_TARGETS = ("__cublas$gemm", "__cublas$lt$matmul", "__triton_gemm", "__cu
 _COPY_OPS = {"copy", "transpose", "concatenate", "pad", "reverse", "copy-start",
              "copy-done", "slice", "dynamic-slice", "dynamic-update-slice", "bitcast"}
 _PLUMBING = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
+LARGE = 50e6  # bytes: the instructions over activations, as against those over parameters
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
           "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
@@ -303,12 +304,22 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
     by_op[op].append((name, launches, seconds))
   unmatched = 0.0
 
+  # Reductions and elementwise work, split by what they run over: activations (an
+  # instruction moving LARGE bytes or more) or parameters (norms, the guard, updates, EMA).
+  split = {f"{kind}_{size}": {"time_s": 0.0, "bytes": 0.0, "instructions": 0.0}
+           for kind in ("reductions", "elementwise") for size in ("large", "small")}
+
   def add(entry, seconds, times):
     k = kinds[entry["kind"]]
     k["time_s"] += seconds / steps
     k["instructions"] += times
     k["flops"] += entry["flops"] * times
     k["bytes"] += entry["bytes"] * times
+    if entry["kind"] in ("reductions", "elementwise"):
+      part = split[f"{entry['kind']}_{'large' if entry['bytes'] >= LARGE else 'small'}"]
+      part["time_s"] += seconds / steps
+      part["instructions"] += times
+      part["bytes"] += entry["bytes"] * times
 
   unresolved: dict[str, float] = {}  # hlo_ops that are no instruction: command buffers
   for op, seconds in ops_s.items():
@@ -345,8 +356,10 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
   for k in kinds.values():
     k["tflop_per_s"] = k["flops"] / k["time_s"] / 1e12 if k["time_s"] and k["flops"] else None
     k["tb_per_s"] = k["bytes"] / k["time_s"] / 1e12 if k["time_s"] and k["bytes"] else None
+  for part in split.values():
+    part["tb_per_s"] = part["bytes"] / part["time_s"] / 1e12 if part["time_s"] else None
   conv_flops_total = sum(kinds[k]["flops"] for k in KINDS if k.startswith("conv_"))
-  return {"kinds": kinds, "kernel_time_s": sum(k["time_s"] for k in kinds.values()),
+  return {"kinds": kinds, "by_size": split, "kernel_time_s": sum(k["time_s"] for k in kinds.values()),
           "unmatched_time_s": unmatched, "conv_flops": conv_flops_total,
           "conv_share_of_step_flops": conv_flops_total / step_flops if step_flops else None}
 

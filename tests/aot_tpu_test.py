@@ -49,3 +49,21 @@ def test_plan_quotes_only_compiled_rows_of_the_same_step(aot, tmp_path):
   path.write_text(json.dumps(older) + "\n")  # rows from before config/gather were written
   assert aot.compiled_rows(dict(step, gather="network"), str(path)) == [older]
   assert aot.compiled_rows(step, str(path)) == []
+
+
+def test_settings_left_out_are_the_configs(aot):
+  """The tool compiles the step the config trains: flags it is not given take the
+  config's values (the flagship trains L2 with remat), and flags it is given win."""
+  args = aot.parse_args(["--topology=v4:4x4x2"])
+  for flag in ("variant", "resolution", "dtype", "remat", "scan_blocks", "gather",
+               "model_axis"):
+    assert getattr(args, flag) is None, flag
+  flagship = aot.settings_of(aot.flagship_config(
+      variant=args.variant, resolution=args.resolution, dtype=args.dtype, remat=args.remat,
+      scan_blocks=args.scan_blocks, gather=args.gather))
+  assert flagship == {"variant": "l2", "resolution": 512, "dtype": "bfloat16", "remat": True,
+                      "scan_blocks": True, "model_axis": 1, "gather": "network"}
+  args = aot.parse_args(["--no-remat", "--resolution=256", "--gather=layer"])
+  given = aot.settings_of(aot.flagship_config(remat=args.remat, resolution=args.resolution,
+                                              gather=args.gather))
+  assert (given["remat"], given["resolution"], given["gather"]) == (False, 256, "layer")

@@ -172,4 +172,7 @@ def test_kernels_of_a_cuda_graph_are_matched_by_name_once_per_launch():
   assert kinds["reductions"]["time_s"] == pytest.approx(1e-6)
   assert kinds["conv_forward"]["flops"] == CONV_FLOPS
   assert kinds["other"]["time_s"] == 0 and summary["unmatched_time_s"] == pytest.approx(0)
+  # This module's arrays are small: all of it is counted as work over parameters.
+  assert summary["by_size"]["elementwise_small"]["time_s"] == pytest.approx(2e-6)
+  assert summary["by_size"]["reductions_large"]["time_s"] == 0
   assert summary["kernel_time_s"] == pytest.approx(sum(ops.values()) / steps)

@@ -25,8 +25,11 @@ Setup (a separate venv: libtpu must not go into the project's CPU venv):
 Run (the paper's per-core batch, EfficientNet-L2 teacher and student at 512x512):
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=1
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=16 --gather=layer
-  .venv-tpu/bin/python tools/aot_tpu.py --topology=v5p:4x4x2 --model_axis=16 --remat
-The last line printed is `RESULT {json}` for scripts.
+  .venv-tpu/bin/python tools/aot_tpu.py --topology=v5p:4x4x2 --model_axis=16 --no-remat
+Every model, image and mesh setting not given on the command line is the config's (the
+flagship's: L2, 512 px, bfloat16, remat, scanned stages, data parallel), so the step
+compiled is the step the config trains. The last line printed is `RESULT {json}` for
+scripts.
 
 `--plan` lowers the step without compiling it (a minute, not the compile's 15 to 40)
 and prints what a run on the topology needs: the accum_steps that reach the config's
@@ -177,17 +180,29 @@ def _oom_message(error: Exception) -> str:
   return match.group(0) if match else text.splitlines()[0][:300]
 
 
-def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution: int,
-                     labeled_per_chip: int, unlabeled_per_chip: int,
-                     num_classes: int | None = None, dtype: str = "bfloat16",
-                     remat: bool = False, scan_blocks: bool = True,
-                     width: float | None = None, depth: float | None = None,
-                     split_gradients: bool = True, gather: str = "network",
-                     config: str = FLAGSHIP, plan: bool = False, mfu: float = 0.4) -> dict:
+def settings_of(c) -> dict:
+  """What a compile reports of the config it compiled: the model, image size and mesh."""
+  return {"variant": c.model.variant, "resolution": int(c.data.image_size),
+          "dtype": c.model.dtype, "remat": bool(c.model.remat),
+          "scan_blocks": bool(c.model.get("scan_blocks", False)),
+          "model_axis": int(c.mesh.model_axis), "gather": c.mesh.gather}
+
+
+def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip: int,
+                     variant: str | None = None, model_axis: int | None = None,
+                     resolution: int | None = None, num_classes: int | None = None,
+                     dtype: str | None = None, remat: bool | None = None,
+                     scan_blocks: bool | None = None, width: float | None = None,
+                     depth: float | None = None, split_gradients: bool = True,
+                     gather: str | None = None, config: str = FLAGSHIP, plan: bool = False,
+                     mfu: float = 0.4) -> dict:
   """Lowers and compiles one MPL step of `config` for `topology`; returns sizes, memory
-  and FLOPs. With `plan`, lowers only and returns the plan (see the module docstring)."""
+  and FLOPs. With `plan`, lowers only and returns the plan (see the module docstring).
+  Each setting left None is the config's."""
   devices = get_devices(topology)
   n = len(devices)
+  if model_axis is None:
+    model_axis = int(config_files.load(config).mesh.model_axis)
   if n % model_axis:
     raise ValueError(f"--model_axis={model_axis} does not divide the {n} chips of {topology}")
   mesh = topologies.make_mesh(topologies.TopologyDescription(devices),
@@ -197,6 +212,10 @@ def compile_mpl_step(*, variant: str, topology: str, model_axis: int, resolution
       config, variant=variant, resolution=resolution, global_batch=(n_l, n_u),
       model_axis=model_axis, dtype=dtype, remat=remat, scan_blocks=scan_blocks, width=width,
       depth=depth, gather=gather)
+  settings = settings_of(train_config)
+  variant, resolution, dtype, remat, scan_blocks, gather = (
+      settings[k] for k in ("variant", "resolution", "dtype", "remat", "scan_blocks",
+                            "gather"))
   replicated = NamedSharding(mesh, P())
   step, init = build_step(train_config, mesh, num_classes, split_gradients=split_gradients)
 
@@ -324,13 +343,16 @@ def _print_plan(r: dict) -> None:
     print("memory: not known without a compile (run again without --plan)")
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+  """The flags; each model, image or mesh setting left out is the config's."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--variant", default="l2", choices=sorted(efficientnet.VARIANTS))
+  parser.add_argument("--variant", default=None, choices=sorted(efficientnet.VARIANTS),
+                      help="default: the config's")
   parser.add_argument("--topology", default="v4:4x4x2")
-  parser.add_argument("--model_axis", type=int, default=1,
-                      help="chips per parameter shard group (1 = data parallel only)")
-  parser.add_argument("--resolution", type=int, default=512)
+  parser.add_argument("--model_axis", type=int, default=None,
+                      help="chips per parameter shard group (1 = data parallel only); "
+                           "default: the config's mesh.model_axis")
+  parser.add_argument("--resolution", type=int, default=None, help="default: the config's")
   parser.add_argument("--labeled_per_chip", type=int, default=1,
                       help="paper: 2,048 labeled over 2,048 cores")
   parser.add_argument("--unlabeled_per_chip", type=int, default=8,
@@ -339,14 +361,18 @@ def main(argv=None) -> None:
                       help="the config file[:arg] whose MPL step is compiled")
   parser.add_argument("--num_classes", type=int, default=None,
                       help="override the data set's (ImageNet: 1000)")
-  parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
-  parser.add_argument("--remat", action="store_true", help="rematerialize every block")
-  parser.add_argument("--scan_blocks", action=argparse.BooleanOptionalAction, default=True,
-                      help="scan over each stage's repeated blocks (compiles much faster)")
+  parser.add_argument("--dtype", default=None, choices=("bfloat16", "float32"),
+                      help="default: the config's")
+  parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
+                      help="rematerialize every block (default: the config's)")
+  parser.add_argument("--scan_blocks", action=argparse.BooleanOptionalAction, default=None,
+                      help="scan over each stage's repeated blocks, which compiles much "
+                           "faster (default: the config's)")
   parser.add_argument("--split_gradients", action=argparse.BooleanOptionalAction, default=True,
                       help="FSDP: constrain gradients back to the split layout (as training)")
-  parser.add_argument("--gather", default="network", choices=sharding.GATHERS,
-                      help="FSDP: gather each network whole or each block as it runs")
+  parser.add_argument("--gather", default=None, choices=sharding.GATHERS,
+                      help="FSDP: gather each network whole or each block as it runs "
+                           "(default: the config's mesh.gather)")
   parser.add_argument("--width", type=float, default=None, help="override the variant's")
   parser.add_argument("--depth", type=float, default=None, help="override the variant's")
   parser.add_argument("--plan", action="store_true",
@@ -356,6 +382,11 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if not 0 < args.mfu <= 1:
     parser.error(f"--mfu={args.mfu} must be in (0, 1]")
+  return args
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
   result = compile_mpl_step(
       variant=args.variant, topology=args.topology, model_axis=args.model_axis,
       resolution=args.resolution, labeled_per_chip=args.labeled_per_chip,
