@@ -280,8 +280,24 @@ def _chooses_method(node: ast.Compare) -> bool:
              for op, a, b in zip(node.ops, operands, operands[1:]))
 
 
+def _string_pattern(pattern: ast.pattern) -> bool:
+  """Whether a `case` pattern matches a string: `"mpl"`, `"a" | "b"`, `"mpl" as m`."""
+  if isinstance(pattern, ast.MatchValue):
+    return _is_string(pattern.value)
+  if isinstance(pattern, ast.MatchOr):
+    return any(_string_pattern(p) for p in pattern.patterns)
+  return isinstance(pattern, ast.MatchAs) and pattern.pattern is not None and _string_pattern(
+      pattern.pattern)
+
+
+def _matches_method(node: ast.Match) -> bool:
+  """`match <method>:` with a `case` on a string."""
+  return _is_method(node.subject) and any(_string_pattern(c.pattern) for c in node.cases)
+
+
 def method_choices(root: pathlib.Path) -> list[tuple[str, int, str]]:
-  """(path, line, source) of every comparison of a method with strings outside the registry."""
+  """(path, line, source) of every comparison of a method with strings, or `match` of one
+  against strings, outside the registry."""
   found = []
   for rel in METHOD_CHOICE_PATHS:
     for path in _python_files(root, rel):
@@ -292,6 +308,9 @@ def method_choices(root: pathlib.Path) -> list[tuple[str, int, str]]:
         if isinstance(node, ast.Compare) and _chooses_method(node):
           text = _one_line(ast.get_source_segment(source, node) or "")
           found.append((_rel(root, path), node.lineno, text))
+        elif isinstance(node, ast.Match) and _matches_method(node):
+          subject = _one_line(ast.get_source_segment(source, node.subject) or "")
+          found.append((_rel(root, path), node.lineno, f"match {subject}"))
   return sorted(found)
 
 
@@ -433,6 +452,8 @@ def test_file_over_the_limit_is_flagged(tmp_path):
     ('x = saved.get("method") not in [\n    "a", "b"]', 'saved.get("method") not in [ "a", "b"]'),
     ('x = "mpl" == config.method', '"mpl" == config.method'),
     ('x = 0 < n and config.method in {"mpl"}', 'config.method in {"mpl"}'),
+    ('match config.method:\n  case "mpl":\n    pass', 'match config.method'),
+    ('match method:\n  case None:\n    pass\n  case "a" | "b":\n    pass', 'match method'),
 ])
 def test_method_compared_with_strings_is_flagged(tmp_path, code, text):
   _write_tree(tmp_path, {"mpl_jax/mod.py": f"# a comment\n{code}\n"})
@@ -447,6 +468,8 @@ def test_method_compared_with_strings_is_flagged(tmp_path, code, text):
     'x = methods == ("mpl",)',
     'x = method in (name, "mpl")',
     'x = config.method < "z"',
+    'match config.method:\n  case None:\n    pass\n  case other:\n    pass',
+    'match config.model.name:\n  case "wrn":\n    pass',
 ])
 def test_other_comparisons_are_not_flagged(tmp_path, code):
   _write_tree(tmp_path, {"mpl_jax/mod.py": code + "\n"})
