@@ -3,8 +3,8 @@
 1. No import circles among the modules of mpl_jax/: lazy imports inside functions and imports
    under `if TYPE_CHECKING` count like any other.
 2. No source file under mpl_jax/ longer than MAX_LINES lines.
-3. No method chosen by comparing it with strings outside the method registry
-   mpl_jax/methods.py.
+3. No method chosen by comparing it with strings (or by `match` on string cases) outside
+   the method registry mpl_jax/methods.py.
 
 Each rule is a function of a root directory: the real-tree tests run it on this checkout, the
 unit tests below on small trees written under `tmp_path`.
