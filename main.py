@@ -33,16 +33,24 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+def _load_config():
+  """The --config value; exits 2 with one line if its file could not be loaded."""
+  try:
+    config = _CONFIG.value
+    config.to_dict()  # a file that failed to load raises here
+  except OSError as e:
+    print(f"error: --config: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
+    sys.exit(2)
+  return config
+
+
 def _preflight(hosts: int) -> int:
   """Validates the config (with the checks a run over `hosts` hosts adds); no JAX work."""
   from mpl_jax import config_checks  # pylint: disable=g-import-not-at-top
+  config = _load_config()
   try:
-    config = _CONFIG.value
     config_checks.validate(config)
     config_checks.check_data_reachable(config, hosts)
-  except OSError as e:  # the --config file could not be loaded
-    print(f"error: --config: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
-    return 2
   except config_checks.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -75,12 +83,7 @@ def main(argv):
   from mpl_jax import config_checks  # pylint: disable=g-import-not-at-top
   from mpl_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from mpl_jax import train  # pylint: disable=g-import-not-at-top
-  try:
-    config = _CONFIG.value
-    config.to_dict()  # a file that failed to load raises here
-  except OSError as e:  # the --config file could not be loaded
-    print(f"error: --config: {str(e).strip().splitlines()[-1].strip()}", file=sys.stderr)
-    sys.exit(2)
+  config = _load_config()
   try:
     result = train.train_and_evaluate(config, _WORKDIR.value)
   except (config_checks.ConfigError, checkpointing.IncompatibleCheckpointError,

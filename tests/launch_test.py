@@ -465,6 +465,16 @@ def test_main_py_preflight_checks_where_the_data_is(hosts, args, status):
     assert result.stdout.strip() == f"ok: mpl on cifar10 can run over {hosts} host(s)"
 
 
+def test_main_py_preflight_of_a_missing_config_file_is_one_line():
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "main.py"), "--preflight_hosts=4",
+       "--config=configs/nope.py", "--workdir=unused"], capture_output=True, text=True,
+      timeout=120, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --config: [Errno 2] No such file or directory: 'configs/nope.py'")
+
+
 def test_watch_dry_run_prints_its_checks_and_actions(launch):
   lines = dry(launch, "watch.sh")
   assert lines[0] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "test-tpu", *TARGET,
