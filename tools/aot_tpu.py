@@ -182,8 +182,8 @@ def _oom_message(error: Exception) -> str:
 
 def settings_of(c) -> dict:
   """What a compile reports of the config it compiled: the model, image size and mesh."""
-  return {"variant": c.model.variant, "resolution": int(c.data.image_size),
-          "dtype": c.model.dtype, "remat": bool(c.model.remat),
+  return {"variant": c.model.get("variant"), "resolution": int(c.data.image_size),
+          "dtype": c.model.get("dtype", "float32"), "remat": bool(c.model.get("remat", False)),
           "scan_blocks": bool(c.model.get("scan_blocks", False)),
           "model_axis": int(c.mesh.model_axis), "gather": c.mesh.gather}
 
