@@ -35,13 +35,15 @@ else
   WRN=(--depth=28 --width=2)
   B=128; MU=7; RN_B=128; RN_MU=1; RN=(--model=resnet50)
   ROUNDS=(--rounds=5 --steps_per_round=5 --warmup=2); RUNS=(--runs=10 --warmup=2)
-  L1=130; L2=150; L3=110; L4=70  # 460 s in all, within one 510 s device call
-  L5=200; L6=170; SWEEP=256,64; PROFILE=()
+  L1=130; L2=150; L3=110; L4=70  # the default four: 460 s in all
+  L5=200; L6=170; SWEEP=256,64; PROFILE=()  # profile, resnet50_sweep
 fi
 ONLY="${ONLY:-compare resnet50 wrn_parts compare_fp32}"
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
-run() {  # run NAME LIMIT_SECONDS COMMAND...: JSON lines to $OUT/NAME.jsonl, errors to .err
+# run NAME LIMIT_SECONDS COMMAND...: JSON lines to $OUT/NAME.jsonl, stderr to $OUT/log.txt
+# (and its last lines here).
+run() {
   local name=$1 limit=$2
   shift 2
   echo "== $name: $*"

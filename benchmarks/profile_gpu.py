@@ -16,9 +16,15 @@ instruction is. Kinds of work, per step:
   elementwise                      loop fusions: normalize, activations, residual adds,
                                    the optimizer updates and the EMA
   copies                           transposes, copies, concatenations, memcpy/memset
-  other                            the rest
+  other                            the rest (and kernels no instruction name matches:
+                                   cuDNN's, where XLA puts them in CUDA graphs)
   idle                             gaps between the traced steps' first and last kernels
                                    in which the GPU ran none
+
+Reductions and elementwise work are also split by source (`by_source`): the networks'
+passes (what autodiff traced: `jvp(` in the instruction's op_name) or the rest (updates,
+EMA, norms, the non-finite guard). Each instruction counts once a step (right for
+networks without loops; a scanned stage's body runs once per block).
 
 For every kind but the convolutions it also sums the bytes its instructions read and
 write (the HLO operand and output shapes, each once): bytes over time against the
@@ -65,7 +71,6 @@ _MATMUL_TARGETS = ("__cublas$gemm", "__cublas$lt$matmul", "__triton_gemm", "__cu
 _COPY_OPS = {"copy", "transpose", "concatenate", "pad", "reverse", "copy-start",
              "copy-done", "slice", "dynamic-slice", "dynamic-update-slice", "bitcast"}
 _PLUMBING = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
-LARGE = 50e6  # bytes: the instructions over activations, as against those over parameters
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
           "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
@@ -74,6 +79,7 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([\w\-]+)\
 _SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16)\[([\d,]*)\]")
 _CALLS = re.compile(r"(?:calls|to_apply)=%?([\w.\-]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
+_COMMENT = re.compile(r"/\*.*?\*/")
 _DIM_LABELS = re.compile(r"dim_labels=(\w+)_(\w+)->(\w+)")
 # Where an instruction's operand list ends and its attributes begin.
 _ATTRIBUTES = re.compile(r"\),\s*(?:kind|calls|custom_call_target|window|dim_labels|"
@@ -116,6 +122,7 @@ def parse_hlo(hlo_text: str) -> dict[str, list[Instruction]]:
   computations: dict[str, list[Instruction]] = collections.defaultdict(list)
   current = None
   for line in hlo_text.splitlines():
+    line = _COMMENT.sub("", line)  # e.g. /*index=5*/ in the tuples of long signatures
     m = _COMPUTATION.match(line)
     if m and "=" not in line.split("{")[0]:
       current = m.group(1)
@@ -163,6 +170,11 @@ def instruction_bytes(inst: Instruction,
   return out
 
 
+def _op_name(line: str) -> str:
+  m = re.search(r'op_name="([^"]*)"', line)
+  return m.group(1) if m else ""
+
+
 def classify(hlo_text: str) -> dict[str, dict[str, Any]]:
   """Each top-level instruction of the module -> {kind, flops, bytes}."""
   computations = parse_hlo(hlo_text)
@@ -198,7 +210,7 @@ def classify(hlo_text: str) -> dict[str, dict[str, Any]]:
         target = target.group(1) if target else ""
         if target in _CONV_TARGETS:
           kind = _CONV_TARGETS[target]
-          if kind == "conv_forward" and "transpose(" in line:
+          if kind == "conv_forward" and "transpose(" in _op_name(line):
             # Autodiff's transpose: an input gradient XLA wrote as a forward convolution
             # (1x1 ones; the residual's gradient fused in as a side input).
             kind = "conv_input_grad"
@@ -224,7 +236,8 @@ def classify(hlo_text: str) -> dict[str, dict[str, Any]]:
         kind = "other"
       else:
         kind = "elementwise"
-      out[name] = {"kind": kind, "flops": flops, "bytes": instruction_bytes(inst, shapes)}
+      out[name] = {"kind": kind, "flops": flops, "bytes": instruction_bytes(inst, shapes),
+                   "network": "jvp(" in _op_name(line)}
   return out
 
 
@@ -304,10 +317,11 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
     by_op[op].append((name, launches, seconds))
   unmatched = 0.0
 
-  # Reductions and elementwise work, split by what they run over: activations (an
-  # instruction moving LARGE bytes or more) or parameters (norms, the guard, updates, EMA).
-  split = {f"{kind}_{size}": {"time_s": 0.0, "bytes": 0.0, "instructions": 0.0}
-           for kind in ("reductions", "elementwise") for size in ("large", "small")}
+  # Reductions and elementwise work, split by where they come from: the networks' passes
+  # (BatchNorm, activations, residual adds, the losses on the logits: what autodiff traced,
+  # `jvp(` in the instruction's op_name) or the rest (the updates, EMA, norms, the guard).
+  split = {f"{kind}_{part}": {"time_s": 0.0, "bytes": 0.0, "instructions": 0.0}
+           for kind in ("reductions", "elementwise") for part in ("network", "rest")}
 
   def add(entry, seconds, times):
     k = kinds[entry["kind"]]
@@ -316,7 +330,7 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
     k["flops"] += entry["flops"] * times
     k["bytes"] += entry["bytes"] * times
     if entry["kind"] in ("reductions", "elementwise"):
-      part = split[f"{entry['kind']}_{'large' if entry['bytes'] >= LARGE else 'small'}"]
+      part = split[f"{entry['kind']}_{'network' if entry.get('network') else 'rest'}"]
       part["time_s"] += seconds / steps
       part["instructions"] += times
       part["bytes"] += entry["bytes"] * times
@@ -359,7 +373,8 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
   for part in split.values():
     part["tb_per_s"] = part["bytes"] / part["time_s"] / 1e12 if part["time_s"] else None
   conv_flops_total = sum(kinds[k]["flops"] for k in KINDS if k.startswith("conv_"))
-  return {"kinds": kinds, "by_size": split, "kernel_time_s": sum(k["time_s"] for k in kinds.values()),
+  return {"kinds": kinds, "by_source": split,
+          "kernel_time_s": sum(k["time_s"] for k in kinds.values()),
           "unmatched_time_s": unmatched, "conv_flops": conv_flops_total,
           "conv_share_of_step_flops": conv_flops_total / step_flops if step_flops else None}
 
@@ -409,11 +424,9 @@ def profile(case: jax_case.Case, steps: int, warmup: int) -> tuple[dict[str, Any
   untraced = [runner.step() for _ in range(max(steps, 5))]
   hlo_text = runner.compiled.as_text()
   with tempfile.TemporaryDirectory() as trace_dir:
-    start = time.perf_counter()
     with jax.profiler.trace(trace_dir):
-      for _ in range(steps):
-        runner.step()
-    traced = (time.perf_counter() - start) / steps
+      traced = sum(runner.step() for _ in range(steps)) / steps  # the profiler's own
+      # start and stop (writing the trace) left out
     collected = collect_ops(trace_dir)
   analysis = runner.compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
@@ -488,7 +501,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       "machine gives none (count them with step_bench --flops_only)")
   step_bench.add_cpu_convolutions_flag(p)
   timing.add_quiet_flags(p)
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.steps < 1 or args.warmup < 0:
+    p.error(f"--steps={args.steps} must be at least 1 and --warmup={args.warmup} at least 0")
+  return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -504,7 +520,8 @@ def main(argv: list[str] | None = None) -> None:
                      saved.get("ceilings"), saved["dtype"])
     print_table(summary, saved["record"])
     timing.emit({"benchmark": "profile_gpu", **saved["case"], **saved["record"],
-                 "ceilings": saved.get("ceilings"), "summary": summary})
+                 "ceilings": saved.get("ceilings"), "summary": summary,
+                 "from_saved": os.path.basename(args.from_saved)})
     return
   before = step_bench.set_up(args)
   case = jax_case.Case(model=args.model, depth=args.depth, width=args.width,

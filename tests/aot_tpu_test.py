@@ -51,7 +51,7 @@ def test_plan_quotes_only_compiled_rows_of_the_same_step(aot, tmp_path):
   assert aot.compiled_rows(step, str(path)) == []
 
 
-def test_settings_left_out_are_the_configs(aot):
+def test_settings_left_out_are_the_configs(aot, tmp_path):
   """The tool compiles the step the config trains: flags it is not given take the
   config's values (the flagship trains L2 with remat), and flags it is given win."""
   args = aot.parse_args(["--topology=v4:4x4x2"])
@@ -63,6 +63,16 @@ def test_settings_left_out_are_the_configs(aot):
       scan_blocks=args.scan_blocks, gather=args.gather))
   assert flagship == {"variant": "l2", "resolution": 512, "dtype": "bfloat16", "remat": True,
                       "scan_blocks": True, "model_axis": 1, "gather": "network"}
+  # A config that trains with FSDP: the tool compiles it so unless told otherwise.
+  path = tmp_path / "fsdp.py"
+  path.write_text(f"from configs.imagenet_efficientnet_l2 import get_config as base\n\n"
+                  f"def get_config(arg=None):\n"
+                  f"  c = base(arg)\n  c.mesh.model_axis = 16\n  c.mesh.gather = 'layer'\n"
+                  f"  return c\n")
+  fsdp = aot.settings_of(aot.flagship_config(str(path), model_axis=args.model_axis,
+                                             gather=args.gather))
+  assert (fsdp["model_axis"], fsdp["gather"]) == (16, "layer")
+  assert aot.settings_of(aot.flagship_config(str(path), model_axis=1))["model_axis"] == 1
   args = aot.parse_args(["--no-remat", "--resolution=256", "--gather=layer"])
   given = aot.settings_of(aot.flagship_config(remat=args.remat, resolution=args.resolution,
                                               gather=args.gather))

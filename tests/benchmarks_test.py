@@ -137,6 +137,25 @@ def test_gpu_script_parses():
   subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_run.sh")], check=True)
 
 
+def test_cpu_backend_flop_count_is_the_lowered_count():
+  """The count `hlo_flops` falls back to off the CPU (a GPU's default backend counted 0)
+  is the CPU's own count of the same lowered module."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from benchmarks import step_bench  # pylint: disable=g-import-not-at-top
+
+  def loss(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+
+  traced = jax.jit(jax.grad(loss)).trace(jnp.ones((4, 8, 8, 3)), jnp.ones((3, 3, 3, 5)))
+  lowered = traced.lower(lowering_platforms=("cpu",))
+  count = step_bench.flops(lowered)
+  assert count > 0
+  assert step_bench.cpu_flops(lowered) == count
+  assert step_bench.hlo_flops(traced) == count
+
+
 def test_profile_step_tells_the_three_convolutions_apart():
   """The JAX profile's classifier, on a strided convolution and both its gradients as
   XLA:CPU compiles them (with this suite's XLA options, those of main.py)."""

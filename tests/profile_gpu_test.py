@@ -46,6 +46,14 @@ HloModule jit_step, entry_computation_layout={(bf16[8,4,4,16]{3,2,1,0})->f32[16]
   ROOT %transpose.3 = bf16[16,4,4,8]{3,2,1,0} transpose(%param_0.3), dimensions={3,1,2,0}
 }
 
+%fused_six (param_0.6: bf16[8,4,4,16]) -> (f32[16], f32[16], f32[16], f32[16], f32[16], /*index=5*/f32[16]) {
+  %param_0.6 = bf16[8,4,4,16]{3,2,1,0} parameter(0)
+  %convert.6 = f32[8,4,4,16]{3,2,1,0} convert(%param_0.6)
+  %constant.6 = f32[] constant(0)
+  %reduce.6 = f32[16]{0} reduce(%convert.6, %constant.6), dimensions={0,1,2}, to_apply=%add
+  ROOT %tuple.6 = (f32[16]{0}, f32[16]{0}, f32[16]{0}, f32[16]{0}, f32[16]{0}, /*index=5*/f32[16]{0}) tuple(%reduce.6, %reduce.6, %reduce.6, %reduce.6, %reduce.6, %reduce.6)
+}
+
 ENTRY %main (x: bf16[8,4,4,16], w: bf16[16,3,3,16], a: f32[8,32], b: f32[32,10]) -> f32[16] {
   %x = bf16[8,4,4,16]{3,2,1,0} parameter(0)
   %w = bf16[16,3,3,16]{3,2,1,0} parameter(1)
@@ -56,7 +64,8 @@ ENTRY %main (x: bf16[8,4,4,16], w: bf16[16,3,3,16], a: f32[8,32], b: f32[32,10])
   %cudnn-conv-bw-input.1 = (bf16[8,4,4,16]{3,2,1,0}, u8[0]{0}) custom-call(%get-tuple-element.1, %w), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardInput"
   %cudnn-conv-bw-filter.1 = (bf16[16,3,3,16]{3,2,1,0}, u8[0]{0}) custom-call(%x, %get-tuple-element.1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBackwardFilter"
   %input_reduce_fusion = f32[16]{0} fusion(%get-tuple-element.1), kind=kInput, calls=%fused_reduce
-  %loop_maximum_fusion = bf16[8,4,4,16]{3,2,1,0} fusion(%get-tuple-element.1), kind=kLoop, calls=%fused_relu
+  %loop_maximum_fusion = bf16[8,4,4,16]{3,2,1,0} fusion(%get-tuple-element.1), kind=kLoop, calls=%fused_relu, metadata={op_name="jit(step)/transpose(jvp(Net))/relu"}
+  %multi_reduce_fusion = (f32[16]{0}, f32[16]{0}, f32[16]{0}, f32[16]{0}, f32[16]{0}, /*index=5*/f32[16]{0}) fusion(%get-tuple-element.1), kind=kInput, calls=%fused_six
   %transpose_fusion = bf16[16,4,4,8]{3,2,1,0} fusion(%x), kind=kInput, calls=%fused_transpose
   %custom-call.5 = (f32[8,10]{1,0}, s8[4]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm"
   %cudnn-conv-bias-activation.2 = (bf16[8,4,4,16]{3,2,1,0}, u8[0]{0}) custom-call(%x, %w, %a, %x), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convBiasActivationForward", metadata={op_name="jit(step)/transpose(jvp(Net))/conv_general_dilated"}
@@ -72,13 +81,15 @@ def test_classify_names_each_kind_and_counts_convolution_flops():
   kinds = {name: info[name]["kind"] for name in (
       "cudnn-conv.1", "cudnn-conv-bw-input.1", "cudnn-conv-bw-filter.1",
       "input_reduce_fusion", "loop_maximum_fusion", "transpose_fusion", "custom-call.5",
-      "copy.1", "cudnn-conv-bias-activation.2")}
+      "copy.1", "cudnn-conv-bias-activation.2", "multi_reduce_fusion")}
   assert kinds == {"cudnn-conv.1": "conv_forward", "cudnn-conv-bw-input.1": "conv_input_grad",
                    "cudnn-conv-bw-filter.1": "conv_filter_grad",
                    "input_reduce_fusion": "reductions", "loop_maximum_fusion": "elementwise",
                    "transpose_fusion": "copies", "custom-call.5": "matmul", "copy.1": "copies",
                    # a forward call under autodiff's transpose: an input gradient
-                   "cudnn-conv-bias-activation.2": "conv_input_grad"}
+                   "cudnn-conv-bias-activation.2": "conv_input_grad",
+                   # its computation's signature holds a /*index=5*/ comment
+                   "multi_reduce_fusion": "reductions"}
   for name in ("cudnn-conv.1", "cudnn-conv-bw-input.1", "cudnn-conv-bw-filter.1",
                "cudnn-conv-bias-activation.2"):
     assert info[name]["flops"] == CONV_FLOPS, name
@@ -172,7 +183,26 @@ def test_kernels_of_a_cuda_graph_are_matched_by_name_once_per_launch():
   assert kinds["reductions"]["time_s"] == pytest.approx(1e-6)
   assert kinds["conv_forward"]["flops"] == CONV_FLOPS
   assert kinds["other"]["time_s"] == 0 and summary["unmatched_time_s"] == pytest.approx(0)
-  # This module's arrays are small: all of it is counted as work over parameters.
-  assert summary["by_size"]["elementwise_small"]["time_s"] == pytest.approx(2e-6)
-  assert summary["by_size"]["reductions_large"]["time_s"] == 0
+  # The activation comes from the network's pass (jvp( in its op_name); the reduction
+  # has no op_name, so it counts as outside the networks.
+  assert summary["by_source"]["elementwise_network"]["time_s"] == pytest.approx(2e-6)
+  assert summary["by_source"]["elementwise_rest"]["time_s"] == 0
+  assert summary["by_source"]["reductions_rest"]["time_s"] == pytest.approx(1e-6)
+  assert summary["by_source"]["reductions_network"]["time_s"] == 0
+
+
+def test_older_traces_kernel_rows_keyed_by_name_are_matched_too():
+  """Traces saved before kernels were keyed by (hlo_op, name) hold [hlo_op, launches,
+  seconds] under the kernel's name, with the graph's kernels under the first graph."""
+  steps = 3
+  ops = {"command_buffer_7": 6e-6, "command_buffer_8": 3e-6, "cudnn-conv.1": 3e-6}
+  kernels = {"loop_maximum_fusion": ["command_buffer_7", 6, 6e-6],
+             "input_reduce_fusion": ["command_buffer_7", 3, 3e-6],
+             "sm90_xmma_fprop": ["cudnn-conv.1", 3, 3e-6]}
+  summary = profile_gpu.summarize(ops, GPU_HLO, steps, step_flops=CONV_FLOPS, kernels=kernels)
+  assert summary["kinds"]["elementwise"]["time_s"] == pytest.approx(2e-6)
+  assert summary["kinds"]["reductions"]["time_s"] == pytest.approx(1e-6)
+  assert summary["kinds"]["conv_forward"]["flops"] == CONV_FLOPS
+  assert summary["unmatched_time_s"] == pytest.approx(0)
+  assert summary["kernel_time_s"] == pytest.approx(sum(ops.values()) / steps)
   assert summary["kernel_time_s"] == pytest.approx(sum(ops.values()) / steps)

@@ -93,14 +93,16 @@ def get_devices(topology: str) -> list:
 
 def flagship_config(config: str = FLAGSHIP, *, variant: str | None = None,
                     resolution: int | None = None, global_batch: tuple[int, int] | None = None,
-                    model_axis: int = 1, dtype: str | None = None, remat: bool | None = None,
+                    model_axis: int | None = None, dtype: str | None = None,
+                    remat: bool | None = None,
                     scan_blocks: bool | None = None, width: float | None = None,
                     depth: float | None = None, gather: str | None = None):
   """The config a run of `config` (a file[:arg]) trains, with what the compile varies
   written over it: the model's variant, size, dtype and remat, the image size, the global
   (labeled, unlabeled) batch and the mesh's model axis."""
   c = config_files.load(config)
-  c.mesh.model_axis = model_axis
+  if model_axis is not None:
+    c.mesh.model_axis = model_axis
   if gather is not None:
     c.mesh.gather = gather
   for field, value in (("variant", variant), ("dtype", dtype), ("remat", remat),
@@ -201,8 +203,7 @@ def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip
   Each setting left None is the config's."""
   devices = get_devices(topology)
   n = len(devices)
-  if model_axis is None:
-    model_axis = int(config_files.load(config).mesh.model_axis)
+  model_axis = settings_of(flagship_config(config, model_axis=model_axis))["model_axis"]
   if n % model_axis:
     raise ValueError(f"--model_axis={model_axis} does not divide the {n} chips of {topology}")
   mesh = topologies.make_mesh(topologies.TopologyDescription(devices),
