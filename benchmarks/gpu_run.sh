@@ -109,5 +109,5 @@ for name in ("compare", "resnet50", "resnet50_sweep", "wrn_parts", "profile"):
         print(f"  {kind:18s} {k['time_s'] * 1e3:8.2f} ms  tflop/s {k['tflop_per_s']}  "
               f"tb/s {k['tb_per_s']}")
       print("  idle", s["idle_s"], "floor", s.get("floor"), "mfu", s.get("mfu"),
-            "ceilings", r.get("ceilings"), "source", s.get("source"))
+            "ceilings", r.get("ceilings"))
 EOF

@@ -252,20 +252,12 @@ def collect_ops(trace_dir: str) -> dict[str, Any]:
   (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
   data = jax.profiler.ProfileData.from_file(path)
   ops: dict[str, float] = collections.defaultdict(float)
-  xla_ops: dict[str, float] = collections.defaultdict(float)  # the "XLA Ops" line's
   kernels: dict[str, list] = {}
   intervals = []
   gpu = [p for p in data.planes if p.name.startswith("/device:GPU")]
   lines = [(plane.name, line) for plane in gpu or data.planes for line in plane.lines]
-  streams = [l for _, l in lines if l.name.startswith("Stream")]
-  derived = {"XLA Ops", "XLA Modules", "Steps", "Launch Stats", "Source code",
-             "Framework Ops", "Framework Name Scope"}
   for _, line in lines:
-    if gpu and line.name == "XLA Ops":
-      for event in line.events:
-        xla_ops[event.name] += event.duration_ns * 1e-9
-  for _, line in lines:
-    if gpu and (line.name in derived or (streams and not line.name.startswith("Stream"))):
+    if gpu and not line.name.startswith("Stream"):  # derived lines repeat the kernels
       continue
     for event in line.events:
       stats = dict(event.stats)
@@ -291,10 +283,15 @@ def collect_ops(trace_dir: str) -> dict[str, Any]:
         end = max(end, e)
     busy += end - start
     busy, span = busy * 1e-9, (last - first) * 1e-9
-  return {"ops_s": dict(ops), "xla_ops_s": dict(xla_ops), "kernels": kernels,
+  return {"ops_s": dict(ops), "kernels": kernels,
           "busy_s": busy, "span_s": span,
           "planes": [p.name for p in data.planes], "gpu": bool(gpu),
           "lines": sorted({f"{plane}: {line.name}" for plane, line in lines})}
+
+
+def _instruction(info: dict[str, dict[str, Any]], op: str) -> dict[str, Any] | None:
+  """The instruction an hlo_op names; a kernel of several (`a, b`) counts as its first."""
+  return info.get(op) or info.get(op.split(",")[0].strip())
 
 
 def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: float,
@@ -337,9 +334,7 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
 
   unresolved: dict[str, float] = {}  # hlo_ops that are no instruction: command buffers
   for op, seconds in ops_s.items():
-    entry = info.get(op)
-    if entry is None and "," in op:  # a kernel of several instructions: the first's kind
-      entry = info.get(op.split(",")[0].strip())
+    entry = _instruction(info, op)
     if entry is not None:
       add(entry, seconds, 1)
     else:
@@ -348,7 +343,7 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
   # first hlo_op it ran in, so the graphs' kernels are matched as one group.)
   matched = 0.0
   for op, rows in by_op.items():
-    if op in info or op.split(",")[0].strip() in info:
+    if _instruction(info, op) is not None:
       continue
     for name, launches, t in rows:
       entry = info.get(re.sub(r"_(\d+)$", r".\1", name)) or info.get(name)
@@ -446,12 +441,6 @@ def report(record: dict[str, Any], collected: dict[str, Any], hlo_text: str,
   """The per-kind summary (and the floor, given the device's ceilings) of one profile."""
   summary = summarize(collected["ops_s"], hlo_text, steps, record["step_flops_hlo"],
                       collected.get("kernels"))
-  if collected.get("xla_ops_s"):
-    # Where kernels carry no instruction name, the trace's own per-instruction line may.
-    other = summarize(collected["xla_ops_s"], hlo_text, steps, record["step_flops_hlo"])
-    if other["unmatched_time_s"] < summary["unmatched_time_s"]:
-      summary = other
-      summary["source"] = "XLA Ops line"
   # The GPU's gaps between its first and last kernel: launches, host work, waits.
   summary["idle_s"] = max(0.0, record["span_s_per_step"] - record["busy_s_per_step"])
   rows = [r if len(r) == 4 else [r[0], name, r[1], r[2]]
