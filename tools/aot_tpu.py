@@ -203,20 +203,19 @@ def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip
   Each setting left None is the config's."""
   devices = get_devices(topology)
   n = len(devices)
-  model_axis = settings_of(flagship_config(config, model_axis=model_axis))["model_axis"]
-  if n % model_axis:
-    raise ValueError(f"--model_axis={model_axis} does not divide the {n} chips of {topology}")
-  mesh = topologies.make_mesh(topologies.TopologyDescription(devices),
-                              (n // model_axis, model_axis), ("data", "model"))
   n_l, n_u = labeled_per_chip * n, unlabeled_per_chip * n
   train_config = flagship_config(
       config, variant=variant, resolution=resolution, global_batch=(n_l, n_u),
       model_axis=model_axis, dtype=dtype, remat=remat, scan_blocks=scan_blocks, width=width,
       depth=depth, gather=gather)
   settings = settings_of(train_config)
-  variant, resolution, dtype, remat, scan_blocks, gather = (
+  variant, resolution, dtype, remat, scan_blocks, gather, model_axis = (
       settings[k] for k in ("variant", "resolution", "dtype", "remat", "scan_blocks",
-                            "gather"))
+                            "gather", "model_axis"))
+  if n % model_axis:
+    raise ValueError(f"--model_axis={model_axis} does not divide the {n} chips of {topology}")
+  mesh = topologies.make_mesh(topologies.TopologyDescription(devices),
+                              (n // model_axis, model_axis), ("data", "model"))
   replicated = NamedSharding(mesh, P())
   step, init = build_step(train_config, mesh, num_classes, split_gradients=split_gradients)
 
