@@ -6,8 +6,13 @@
 # Uses PROJECT, ZONE, TPU_NAME, ACCELERATOR_TYPE, RUNTIME_VERSION and PROVISIONING
 # (on-demand, spot or reserved). A queued request is granted later: launch/status.sh
 # shows its state, and the TPU VM is usable once it reads ACTIVE.
+# AUTOCHECKPOINT=yes adds --autocheckpoint-enabled: before a maintenance event Cloud TPU
+# then sends the run SIGTERM (else it gets none), and the run saves a checkpoint. The flag
+# exists only under `gcloud alpha`, which create.sh then calls (and says so).
+# EXTRA_CREATE_FLAGS (a bash array, or a string split on spaces) is appended as it is:
+# e.g. (--service-account=... --network=... --reservation=...).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options
@@ -22,7 +27,8 @@ case $PROVISIONING in
 esac
 # The software version must be one made for the accelerator's generation.
 case $ACCELERATOR_TYPE in
-  v2-* | v3-* | v4-*) runtimes="tpu-ubuntu2204-base tpu-vm-*" ;;
+  v2-* | v3-*) runtimes="tpu-ubuntu2204-base tpu-vm-*" ;;
+  v4-*) runtimes="tpu-ubuntu2204-base v2-alpha-tpuv4 tpu-vm-*" ;;
   v5p-*) runtimes="v2-alpha-tpuv5" ;;
   v5litepod-* | v5e-*) runtimes="v2-alpha-tpuv5-lite" ;;
   v6e-*) runtimes="v2-alpha-tpuv6e" ;;
@@ -34,14 +40,24 @@ for runtime in $runtimes; do
   [[ $RUNTIME_VERSION == $runtime ]] && fits=1
 done
 ((fits)) || die "RUNTIME_VERSION=$RUNTIME_VERSION does not run on $ACCELERATOR_TYPE; use ${runtimes// / or }"
+AUTOCHECKPOINT=${AUTOCHECKPOINT:-no}
+case $AUTOCHECKPOINT in
+  yes) gcloud=(gcloud alpha) autocheckpoint=(--autocheckpoint-enabled)
+    echo "AUTOCHECKPOINT=yes: gcloud alpha, for --autocheckpoint-enabled" >&2 ;;
+  no) gcloud=(gcloud) autocheckpoint=() ;;
+  *) die "AUTOCHECKPOINT=$AUTOCHECKPOINT must be yes or no" ;;
+esac
+split_words EXTRA_CREATE_FLAGS
+create_flags=(${autocheckpoint[@]+"${autocheckpoint[@]}"} ${WORDS[@]+"${WORDS[@]}"})
 
 if [[ $QUEUED == yes ]]; then
-  run gcloud compute tpus queued-resources create "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
+  run "${gcloud[@]}" compute tpus queued-resources create "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
     --node-id="$TPU_NAME" --accelerator-type="$ACCELERATOR_TYPE" \
-    --runtime-version="$RUNTIME_VERSION" ${provisioning[@]+"${provisioning[@]}"}
+    --runtime-version="$RUNTIME_VERSION" ${provisioning[@]+"${provisioning[@]}"} \
+    ${create_flags[@]+"${create_flags[@]}"}
   echo "queued; wait until launch/status.sh shows state ACTIVE, then run launch/copy_code.sh" >&2
 else
-  run gcloud compute tpus tpu-vm create "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
+  run "${gcloud[@]}" compute tpus tpu-vm create "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
     --accelerator-type="$ACCELERATOR_TYPE" --version="$RUNTIME_VERSION" \
-    ${provisioning[@]+"${provisioning[@]}"}
+    ${provisioning[@]+"${provisioning[@]}"} ${create_flags[@]+"${create_flags[@]}"}
 fi

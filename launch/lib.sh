@@ -107,15 +107,25 @@ run() {
   fi
 }
 
-# shellcheck disable=SC2034  # EXTRA is read by the scripts that source this file
-# Words of EXTRA_ARGS (a bash array in the env file, or a plain string split on spaces).
-extra_args() {
-  EXTRA=()
-  if declare -p EXTRA_ARGS 2>/dev/null | grep -q '^declare -a'; then
-    EXTRA=(${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
-  elif [[ -n ${EXTRA_ARGS:-} ]]; then
-    read -r -a EXTRA <<<"$EXTRA_ARGS"
+# shellcheck disable=SC2034  # WORDS is read by the scripts that source this file
+# WORDS: the words of the named variable (a bash array in the env file, or a plain string
+# split on spaces).
+split_words() {
+  local name=$1 copy
+  WORDS=()
+  if declare -p "$name" 2>/dev/null | grep -q '^declare -a'; then
+    copy="$name[@]"
+    WORDS=(${!copy+"${!copy}"})
+  elif [[ -n ${!name:-} ]]; then
+    read -r -a WORDS <<<"${!name}"
   fi
+}
+
+# shellcheck disable=SC2034  # EXTRA is read by the scripts that source this file
+# Words of EXTRA_ARGS, main.py's further flags.
+extra_args() {
+  split_words EXTRA_ARGS
+  EXTRA=(${WORDS[@]+"${WORDS[@]}"})
 }
 
 # --- Cloud TPU -------------------------------------------------------------------------
@@ -151,8 +161,76 @@ tpu_hosts() {
 }
 
 # gcloud compute tpus tpu-vm ssh on the given worker(s), running one shell command there.
+# Host keys are not checked: a re-created TPU VM has new ones under the same addresses.
 tpu_ssh() {
   local worker=$1 command=$2
-  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" --worker="$worker" \
-    --command="$command"
+  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
+    --strict-host-key-checking=no --worker="$worker" --command="$command"
+}
+
+# A program for bash -c: runs "$@" after its first argument FILE, passes SIGTERM and
+# SIGINT on to it, writes its exit status to FILE and exits with it. A relative FILE is
+# under $HOME; %t in FILE is the task's SLURM_PROCID (0 outside SLURM), as in srun's
+# file names. run.sh and slurm.sh run training under it, so that a supervisor reads each
+# process's own status.
+# shellcheck disable=SC2016  # expanded by the bash that runs it
+STATUS_WRAPPER='f=$1; shift; case $f in /*) ;; *) f=$HOME/$f ;; esac; f=${f//%t/${SLURM_PROCID:-0}}; rm -f "$f"; "$@" & c=$!; trap "kill -TERM $c 2>/dev/null" TERM INT; while kill -0 $c 2>/dev/null; do wait $c; done; wait $c; s=$?; echo $s > "$f"; exit $s'
+
+# --- Restart policy (launch/README.md, "Restart policy"), one place for every supervisor -
+
+# What a run's exit status asks of a supervisor: done, refused (a bad config or
+# checkpoint: no restart mends it), restart (75: stopped after a checkpoint; 128 and above:
+# killed by a signal, as by a preemption) or crash (anything else: a bug, out of memory).
+run_outcome() {
+  local status=$1
+  case $status in
+    0) echo done ;;
+    2) echo refused ;;
+    75) echo restart ;;
+    *)
+      if [[ $status =~ ^[0-9]+$ ]] && ((status >= 128)); then echo restart; else echo crash; fi
+      ;;
+  esac
+}
+
+# What a TPU VM's (or queued request's) state asks: ready (read the run), lost (delete and
+# create again), waiting (for capacity, or for gcloud to finish) or unknown (REPAIRING,
+# UNKNOWN, a state this table does not name: wait a bounded time, then re-create).
+node_outcome() {
+  case $1 in
+    READY | ACTIVE) echo ready ;;
+    PREEMPTED | TERMINATED | STOPPED | STOPPING | SUSPENDED | SUSPENDING | FAILED | MISSING)
+      echo lost ;;
+    CREATING | STARTING | RESTARTING | PROVISIONING | ACCEPTED | WAITING_FOR_RESOURCES | \
+      DELETING) echo waiting ;;
+    *) echo unknown ;;
+  esac
+}
+
+# One status for the whole slice from each worker's (running, none, or an exit status):
+# all-or-nothing, so any worker's non-zero status counts. The worst wins: refused, then
+# crash, then restart; a worker with no run beside workers with one (its host restarted)
+# is a restart; all none is none (never started here); all 0 is 0; else running.
+slice_status() {
+  local status worst="" none=0 running=0 finished=0
+  for status in "$@"; do
+    case $status in
+      none) none=$((none + 1)) ;;
+      running) running=$((running + 1)) ;;
+      0) finished=$((finished + 1)) ;;
+      *)
+        case $(run_outcome "$status") in
+          refused) worst=2 ;;
+          crash) [[ $worst == 2 ]] || worst=$status ;;
+          restart) [[ -n $worst ]] || worst=$status ;;
+        esac
+        ;;
+    esac
+  done
+  if [[ -n $worst ]]; then echo "$worst"
+  elif ((none == $#)); then echo none
+  elif ((none > 0)); then echo 75
+  elif ((finished == $#)); then echo 0
+  else echo running
+  fi
 }

@@ -9,20 +9,25 @@
 # SLURM_SETUP (a shell line run before srun, e.g. module load or venv activation),
 # CPUS_PER_GPU (default 8: cores for each task's input pipeline, per GPU it drives),
 # SIGNAL_LEAD (default 300: seconds before the time limit at which the tasks get SIGTERM
-# and save a checkpoint), REVISION (default HEAD), SLURM_CODE_DIR and EXTRA_ARGS.
+# and save a checkpoint), MAX_REQUEUES (default 50), REVISION (default HEAD),
+# SLURM_CODE_DIR and EXTRA_ARGS.
 # The job runs the committed files of REVISION, unpacked once into SLURM_CODE_DIR/<commit>
-# (default launch/slurm_code/<commit>), so later edits or checkouts never change a queued,
-# running or requeued job. The job runs this script again (with --in-job) from there;
-# each task's main.py finds the others through SLURM's variables (mpl_jax/distributed.py).
-# A task stopped by the time-limit signal or a preemption exits 75 after its checkpoint,
-# and the job requeues itself (scontrol requeue; the job is submitted with --requeue and
-# appends to its log), resuming from the newest checkpoint in WORKDIR.
+# (default launch/slurm_code/<commit>), with a copy of the env file made at submission
+# (<commit>/submitted/<its git hash>.env): later edits or checkouts change neither the
+# code, nor launch/lib.sh, nor the settings of a queued, running or requeued job. The job
+# runs that commit's launch/slurm.sh (with --in-job); each task's main.py finds the others
+# through SLURM's variables (mpl_jax/distributed.py) and writes its exit status to a file.
+# The job decides from every task's status and srun's by the restart policy of
+# launch/README.md: a task stopped by the time-limit signal or a preemption (75 after its
+# checkpoint, or killed by a signal) and none crashed: the job requeues itself (scontrol
+# requeue; it is submitted with --requeue and appends to its log) and resumes from the
+# newest checkpoint in WORKDIR, at most MAX_REQUEUES times.
 # --dry-run prints the sbatch command and the srun command each job will run.
 if [[ " $* " == *" --in-job "* ]]; then
   LAUNCH_DIR=${MPL_LAUNCH_DIR:-$PWD/launch}  # sbatch runs a copy of this file
 fi
 source "${LAUNCH_DIR:-$(dirname "${BASH_SOURCE[0]}")}/lib.sh"
-usage() { sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options --in-job
@@ -34,6 +39,8 @@ TASKS=${TASKS:-node}
 [[ $GPUS_PER_NODE =~ ^[1-9][0-9]*$ ]] || die "GPUS_PER_NODE=$GPUS_PER_NODE must be a positive number"
 CPUS_PER_GPU=${CPUS_PER_GPU:-8}
 SIGNAL_LEAD=${SIGNAL_LEAD:-300}
+MAX_REQUEUES=${MAX_REQUEUES:-50}
+[[ $MAX_REQUEUES =~ ^[0-9]+$ ]] || die "MAX_REQUEUES=$MAX_REQUEUES must be a whole number"
 [[ $CPUS_PER_GPU =~ ^[1-9][0-9]*$ ]] || die "CPUS_PER_GPU=$CPUS_PER_GPU must be a positive number"
 [[ $SIGNAL_LEAD =~ ^[1-9][0-9]*$ ]] || die "SIGNAL_LEAD=$SIGNAL_LEAD must be a positive number of seconds"
 case $TASKS in
@@ -51,17 +58,36 @@ if [[ $TASKS == node ]]; then
   for ((i = 1; i < GPUS_PER_NODE; i++)); do device_ids+=",$i"; done
   task_env+=(JAX_LOCAL_DEVICE_IDS="$device_ids")
 fi
-srun_command=(srun --kill-on-bad-exit=1 env "${task_env[@]}" "${PYTHON:-python3}" main.py
-  --config="$CONFIG" --workdir="$WORKDIR" ${EXTRA[@]+"${EXTRA[@]}"})
+# SRUN: the job's srun command; each task's exit status lands in $1/<task id> (lib.sh's
+# STATUS_WRAPPER). --cpus-per-task: srun no longer takes it from sbatch (Slurm 22.05).
+srun_command() {
+  SRUN=(srun --kill-on-bad-exit=1 --cpus-per-task="$cpus_per_task" bash -c "$STATUS_WRAPPER"
+    task "$1/%t" env "${task_env[@]}" "${PYTHON:-python3}" main.py --config="$CONFIG"
+    --workdir="$WORKDIR" ${EXTRA[@]+"${EXTRA[@]}"})
+}
 
 if [[ $in_job == 1 ]]; then
   if [[ -n ${SLURM_SETUP:-} ]]; then
     if ((DRY_RUN)); then echo "$SLURM_SETUP"; else eval "$SLURM_SETUP"; fi
   fi
   echo "=== $(date -u +%FT%TZ) job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) revision $(cat REVISION 2>/dev/null)" >&2
+  status_dir=$PWD/.task_status/${SLURM_JOB_ID:-0}.${SLURM_RESTART_COUNT:-0}
+  srun_command "$status_dir"
+  ((DRY_RUN)) || mkdir -p "$status_dir"
   status=0
-  run "${srun_command[@]}" || status=$?
-  if ((status == 75)) && ((!DRY_RUN)); then  # stopped after a checkpoint: continue later
+  run "${SRUN[@]}" || status=$?
+  ((DRY_RUN)) && exit 0
+  # The tasks' statuses with srun's (a task killed by --kill-on-bad-exit writes none).
+  statuses=("$status")
+  for file in "$status_dir"/*; do
+    [[ -f $file ]] && statuses+=("$(cat "$file")")
+  done
+  slice=$(slice_status "${statuses[@]}")
+  echo "=== srun exited $status; the tasks: ${statuses[*]:1}; the job: $(run_outcome "$slice")" >&2
+  if [[ $(run_outcome "$slice") == restart ]]; then  # stopped after a checkpoint: go on later
+    if ((${SLURM_RESTART_COUNT:-0} >= MAX_REQUEUES)); then
+      die "requeued $MAX_REQUEUES times (MAX_REQUEUES); not again"
+    fi
     run scontrol requeue "$SLURM_JOB_ID"
     exit 0
   fi
@@ -73,11 +99,12 @@ log_dir=${SLURM_LOG_DIR:-$LAUNCH_DIR/slurm_logs}
 commit=$(git -C "$REPO_ROOT" rev-parse --verify --quiet "${REVISION:-HEAD}^{commit}") ||
   die "REVISION=${REVISION:-HEAD} is not a commit of $REPO_ROOT"
 code_dir=${SLURM_CODE_DIR:-$LAUNCH_DIR/slurm_code}/$commit
+frozen_env=$code_dir/submitted/$(git hash-object "$env_file").env
 sbatch_options=(--job-name="${JOB_NAME:-mpl_jax}" --nodes="$NODES"
   --ntasks-per-node="$tasks_per_node" --gpus-per-node="$GPUS_PER_NODE"
   --cpus-per-task="$cpus_per_task" --signal=TERM@"$SIGNAL_LEAD" --requeue
   --open-mode=append --output="$log_dir/%x-%j.out" --chdir="$code_dir"
-  --export=ALL,MPL_LAUNCH_DIR="$LAUNCH_DIR")
+  --export=ALL,MPL_LAUNCH_DIR="$code_dir/launch")
 [[ -n ${PARTITION:-} ]] && sbatch_options+=(--partition="$PARTITION")
 [[ -n ${ACCOUNT:-} ]] && sbatch_options+=(--account="$ACCOUNT")
 [[ -n ${TIME:-} ]] && sbatch_options+=(--time="$TIME")
@@ -92,11 +119,14 @@ if [[ ! -f $code_dir/REVISION ]]; then  # unpacked once; a partial copy is unpac
   fi
   if ((DRY_RUN)); then echo "echo $commit > $(quote "$code_dir/REVISION")"; else echo "$commit" >"$code_dir/REVISION"; fi
 fi
-run sbatch "${sbatch_options[@]}" "$LAUNCH_DIR/slurm.sh" --in-job "$env_file"
+run mkdir -p "$code_dir/submitted"
+run cp "$env_file" "$frozen_env"
+run sbatch "${sbatch_options[@]}" "$code_dir/launch/slurm.sh" --in-job "$frozen_env"
 if ((DRY_RUN)); then
   echo "# each job then runs, from $code_dir:"
   [[ -z ${SLURM_SETUP:-} ]] || echo "$SLURM_SETUP"
-  join_quoted "${srun_command[@]}"
+  srun_command "$code_dir/.task_status/<job id>.<restart>"
+  join_quoted "${SRUN[@]}"
   echo
 else
   echo "log: $log_dir/${JOB_NAME:-mpl_jax}-<job id>.out (squeue --me shows the job)" >&2

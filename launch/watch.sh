@@ -1,35 +1,59 @@
 #!/usr/bin/env bash
 # Keeps a Cloud TPU run going until it finishes, with no one at the keyboard.
 #
-#   launch/watch.sh [--dry-run] [--every=SECONDS] [--max-restarts=N] [ENV_FILE]
+#   launch/watch.sh [--dry-run] [--every=S] [--max-restarts=N] [--crash-budget=N]
+#                   [--max-backoff=S] [--wait-limit=S] [--unknown-limit=S] [--grace=S] [ENV_FILE]
 #
-# Run it where it can stay up (Cloud Shell in tmux, a small VM) after launch/run.sh, or
-# instead of steps 3 to 6 of launch/README.md. Every SECONDS (default 120) it asks gcloud
-# for the TPU VM's state (the queued request's with QUEUED=yes) and worker 0 for the run's:
-# - TPU VM preempted, stopped, failed or gone: deletes what is left and creates it again;
-# - TPU VM ready and no run there yet (new, or its host restarted): copies the code, sets
-#   it up (only where the venv is missing) and starts the run;
-# - TPU VM ready, run ended: exit status 0 means finished (watch.sh exits 0); 2 is a
-#   bad config or checkpoint (exits 2: a restart cannot help); anything else (75: stopped
-#   by a preemption or maintenance SIGTERM after a checkpoint) starts it again with
-#   launch/run.sh, which resumes from the newest checkpoint in WORKDIR and finds the
-#   compiled step in its compilation cache. run.sh refusing the config (exit status 2)
-#   stops the watcher too.
-# After N restarts (default 20) it gives up with an error. Ctrl-C stops watching, not the
-# run; stop the watcher before launch/stop.sh, or it starts the run again.
+# Run it where it can stay up (Cloud Shell in tmux, a small VM), instead of steps 3 to 6
+# of launch/README.md. Every S seconds (--every, default 120) it reads the TPU VM's state
+# (the queued request's with QUEUED=yes) and the run's status on EVERY worker, and acts by
+# the restart policy of launch/README.md ("Restart policy"), implemented in lib.sh:
+# - finished (every worker exited 0): copies the workers' logs to WORKDIR/logs/, deletes
+#   the slice (unless KEEP_SLICE=yes) and exits 0;
+# - refused (exit 2, a bad config or checkpoint): logs copied, exits 2;
+# - preempted (exit 75, killed by a signal, or the slice PREEMPTED, SUSPENDED, STOPPED,
+#   FAILED or gone): restarts, re-creating the slice where it is lost; no limit while the
+#   newest checkpoint in WORKDIR advances between restarts, else --max-restarts (default 5)
+#   restarts in a row;
+# - crashed (any other exit status): restarts at most --crash-budget times (default 2) in a
+#   row without checkpoint progress, then prints every worker's last log lines and exits 1;
+# - waiting for capacity (creating, provisioning, a re-create that fails in a stockout) or
+#   a gcloud error: waits, spending no budget, for at most --wait-limit s (default 86400);
+# - an unknown state (REPAIRING, UNKNOWN, ...) or an unreachable worker: waits at most
+#   --unknown-limit s (default 1800), then deletes and re-creates the slice.
+# Every start is all-or-nothing: first launch/stop.sh --free ends, on every worker, whatever
+# is left of the last run (SIGTERM, SIGKILL after --grace s, default 30) and frees the TPU;
+# then launch/run.sh starts all workers. Waits after a failure double from S up to
+# --max-backoff (default 1800) and fall back to S on progress. On giving up it deletes the
+# slice too (unless KEEP_SLICE=yes). Ctrl-C stops watching, not the run.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
-check_options --every --max-restarts
+check_options --every --max-restarts --crash-budget --max-backoff --wait-limit \
+  --unknown-limit --grace
 load_tpu_env
 require ACCELERATOR_TYPE RUNTIME_VERSION CONFIG WORKDIR
 every=$(option_value --every 120)
-max_restarts=$(option_value --max-restarts 20)
-[[ $every =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--every=$every must be a number of seconds"
-[[ $max_restarts =~ ^[0-9]+$ ]] || die "--max-restarts=$max_restarts must be a whole number"
+max_restarts=$(option_value --max-restarts 5)
+crash_budget=$(option_value --crash-budget 2)
+max_backoff=$(option_value --max-backoff 1800)
+wait_limit=$(option_value --wait-limit 86400)
+unknown_limit=$(option_value --unknown-limit 1800)
+grace=$(option_value --grace 30)
+for option in every max_backoff wait_limit unknown_limit; do
+  [[ ${!option} =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+    die "--${option//_/-}=${!option} must be a number of seconds"
+done
+for option in max_restarts crash_budget grace; do
+  [[ ${!option} =~ ^[0-9]+$ ]] || die "--${option//_/-}=${!option} must be a whole number"
+done
+KEEP_SLICE=${KEEP_SLICE:-no}
+[[ $KEEP_SLICE == yes || $KEEP_SLICE == no ]] || die "KEEP_SLICE=$KEEP_SLICE must be yes or no"
+hosts=$(tpu_hosts)
 env_file=$(cd "$(dirname "$ENV_FILE")" && pwd)/$(basename "$ENV_FILE")
-pid_file="~/${LOG_FILE%.log}.pid"    # for the worker's shell
+# shellcheck disable=SC2088  # ~ is for the worker's shell
+pid_file="~/${LOG_FILE%.log}.pid"
 exit_file="~/${LOG_FILE%.log}.exit"
 
 if [[ $QUEUED == yes ]]; then
@@ -39,76 +63,217 @@ else
   state_command=(gcloud compute tpus tpu-vm describe "$TPU_NAME" "${GCLOUD_TARGET[@]}"
     '--format=value(state)')
 fi
-run_state="if [ -f $exit_file ]; then cat $exit_file; elif [ -f $pid_file ] && kill -0 \$(cat $pid_file) 2>/dev/null; then echo running; else echo none; fi"
+# One line from each worker: "run-status <running | none | exit status>".
+run_state="if [ -f $exit_file ]; then s=\$(cat $exit_file); elif [ -f $pid_file ] && kill -0 \$(cat $pid_file) 2>/dev/null; then s=running; else s=none; fi; echo \"run-status \${s:-none}\""
+steps_command=(gcloud storage ls "${WORKDIR%/}/checkpoints/")
 
 if ((DRY_RUN)); then
-  echo "# every $every s: the TPU VM's state, and the run's on worker 0:"
+  echo "# every $every s: the TPU VM's state, the run's on every worker, the newest checkpoint:"
   join_quoted "${state_command[@]}"; echo
-  join_quoted gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" --worker=0 \
-    --command="$run_state"; echo
-  echo "# preempted, stopped, failed or gone:"
+  join_quoted gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
+    --strict-host-key-checking=no --worker=all --command="$run_state"; echo
+  join_quoted "${steps_command[@]}"; echo
+  echo "# lost (preempted, stopped, failed, gone), or unknown/unreachable past the limit:"
   echo "$LAUNCH_DIR/delete.sh --yes $env_file"
   echo "$LAUNCH_DIR/create.sh $env_file"
   echo "# ready, no run yet (setup.sh only where the venv is missing):"
-  for script in copy_code.sh setup.sh run.sh; do echo "$LAUNCH_DIR/$script $env_file"; done
-  echo "# ready, run ended unfinished:"
+  for script in copy_code.sh setup.sh; do echo "$LAUNCH_DIR/$script $env_file"; done
+  echo "# before every start: what is left of the last run ended, the TPU freed:"
+  echo "$LAUNCH_DIR/stop.sh --free --grace=$grace $env_file"
   echo "$LAUNCH_DIR/run.sh $env_file"
   exit 0
 fi
 
 note() { echo "[watch $(date -u +%FT%TZ)] $*" >&2; }
 script() { bash "$LAUNCH_DIR/$1" "${@:2}" "$env_file" >&2; }
-# Copies the code, sets it up where the venv is missing, starts the run.
-start_fresh() {
-  script copy_code.sh && {
-    gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" --worker=all \
-      --command="test -x ~/$REMOTE_VENV/bin/python" >/dev/null 2>&1 || script setup.sh
-  } && script run.sh
-}
-# After a failed start: exit status 2 is a refusal (the config cannot run on this slice:
-# launch/run.sh's check) that no retry mends; anything else is tried again.
-refused_or_retry() {
-  local status=$?
-  ((status != 2)) || die "launch/run.sh refused to start the run (see above); fix the config or env file"
-  note "$1; trying again in $every s"
-}
-restarts=0
-count_restart() {
-  restarts=$((restarts + 1))
-  ((restarts <= max_restarts)) || die "gave up after $max_restarts restarts (--max-restarts)"
+ssh_all() {
+  gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
+    --strict-host-key-checking=no --worker=all --command="$1"
 }
 
+# The node's state word, MISSING when gcloud says it does not exist, GCLOUD_ERROR when
+# gcloud failed otherwise (no network, an expired login, a quota on API calls).
+node_state() {
+  local out err
+  err=$(mktemp)
+  if out=$("${state_command[@]}" 2>"$err"); then
+    echo "${out:-MISSING}"
+  elif grep -q NOT_FOUND "$err"; then
+    echo MISSING
+  else
+    echo GCLOUD_ERROR
+  fi
+  rm -f "$err"
+}
+
+# The slice's run status (lib.sh slice_status), or unreachable when not every one of the
+# slice's workers answered.
+run_status() {
+  local statuses=() line
+  while read -r line; do
+    [[ $line == run-status\ * ]] && statuses+=("${line#run-status }")
+  done < <(ssh_all "$run_state" 2>/dev/null || true)
+  if ((${#statuses[@]} != hosts)); then
+    echo unreachable
+  else
+    slice_status "${statuses[@]}"
+  fi
+}
+
+# The newest checkpoint step in WORKDIR (-1 when none or when it cannot be listed).
+newest_step() {
+  local newest=-1 entry step
+  while read -r entry; do
+    step=${entry%/}
+    step=${step##*/}
+    [[ $step =~ ^[0-9]+$ ]] && ((10#$step > newest)) && newest=$((10#$step))
+  done < <("${steps_command[@]}" 2>/dev/null || true)
+  echo "$newest"
+}
+
+# Each worker's log, copied to WORKDIR/logs/<worker>.log (best effort: a lost slice has none).
+save_logs() {
+  ssh_all "gcloud storage cp ~/$LOG_FILE ${WORKDIR%/}/logs/\${MPL_WORKER_NAME:-\$(hostname)}.log" \
+    >/dev/null 2>&1 && note "workers' logs copied to ${WORKDIR%/}/logs/" || true
+}
+
+# Ends the watch: logs saved, the slice deleted unless KEEP_SLICE=yes.
+finish() {
+  local status=$1
+  shift
+  save_logs
+  if [[ $KEEP_SLICE == no && $(node_state) != MISSING ]]; then
+    note "deleting $TPU_NAME (KEEP_SLICE=yes keeps it)"
+    script delete.sh --yes || note "delete.sh failed: delete $TPU_NAME by hand, it bills"
+  fi
+  if ((status == 0)); then note "$*"; else echo "error: $*" >&2; fi
+  exit "$status"
+}
+
+# Restart bookkeeping: progress (a newer checkpoint than at the last restart) resets both
+# budgets and the backoff; otherwise each restart spends one of its kind's budget.
+progress_step=$(newest_step)
+stalled=0
+crashes=0
+delay=$every
+account() {
+  local kind=$1 step
+  step=$(newest_step)
+  if ((step > progress_step)); then
+    progress_step=$step stalled=0 crashes=0 delay=$every
+  fi
+  if [[ $kind == crash ]]; then
+    crashes=$((crashes + 1))
+    if ((crashes > crash_budget)); then
+      note "the run crashed $crashes times without checkpoint progress; each worker's last lines:"
+      ssh_all "echo \"=== \${MPL_WORKER_NAME:-\$(hostname)}\"; tail -n 20 ~/$LOG_FILE" >&2 || true
+      finish 1 "gave up: crashed $crashes times in a row (--crash-budget=$crash_budget)"
+    fi
+  else
+    stalled=$((stalled + 1))
+    ((stalled <= max_restarts)) || finish 1 \
+      "gave up: $stalled restarts without checkpoint progress (--max-restarts=$max_restarts)"
+  fi
+}
+# Waits grow after each failure, up to --max-backoff.
+back_off() {
+  delay=$(awk -v d="$delay" -v cap="$max_backoff" 'BEGIN { d *= 2; print (d > cap ? cap : d) }')
+}
+# Starts the run on every worker: the leftovers ended and the TPU freed first.
+start_run() {
+  script stop.sh --free --grace="$grace" || { note "freeing the TPU failed"; return 1; }
+  script run.sh
+}
+# On a new slice: copies the code, sets it up where the venv is missing, starts the run.
+start_fresh() {
+  script copy_code.sh && {
+    ssh_all "test -x ~/$REMOTE_VENV/bin/python" >/dev/null 2>&1 || script setup.sh
+  } && start_run
+}
+# Wall clocks of the bounded waits (bash's SECONDS), empty when not waiting.
+waiting_since="" unknown_since=""
+recreating=1  # bringing a slice up: a missing one is created, spending no budget
+
 while :; do
-  state=$("${state_command[@]}" 2>/dev/null) || state=MISSING
-  state=${state:-MISSING}
-  case $state in
-    READY | ACTIVE)
-      status=$(gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" --worker=0 \
-        --command="$run_state" 2>/dev/null | tail -n 1) || status=unreachable
+  state=$(node_state)
+  outcome=$(node_outcome "$state")
+  [[ $state == GCLOUD_ERROR ]] && outcome=waiting
+  [[ $outcome == waiting || ($outcome == lost && $recreating == 1) ]] || waiting_since=""
+  [[ $outcome == unknown ]] || [[ $outcome == ready ]] || unknown_since=""
+  case $outcome in
+    ready)
+      recreating=0
+      status=$(run_status)
+      [[ $status == unreachable ]] || unknown_since=""
       case $status in
-        running | unreachable) ;;
-        0) note "the run finished"; exit 0 ;;
-        2) die "the run stopped on a bad config or checkpoint (exit status 2); see launch/logs.sh" ;;
-        none)  # never started here (a new TPU VM or request), or its host restarted
-          count_restart
-          note "no run on $TPU_NAME; starting it ($restarts)"
-          start_fresh || refused_or_retry "starting the run failed"
+        running) delay=$every ;;
+        unreachable)
+          unknown_since=${unknown_since:-$SECONDS}
+          note "a worker of $TPU_NAME does not answer ($((SECONDS - unknown_since)) s)"
+          if ((SECONDS - unknown_since >= ${unknown_limit%.*})); then
+            note "unreachable for --unknown-limit=$unknown_limit s; re-creating $TPU_NAME"
+            unknown_since="" recreating=1
+            script delete.sh --yes || true
+            script create.sh || { note "create.sh failed"; back_off; }
+          fi
+          ;;
+        none)  # a new slice (or all its hosts restarted): no run on it yet
+          note "no run on $TPU_NAME; starting it"
+          start_fresh || {
+            status=$?
+            ((status != 2)) || finish 2 "launch/run.sh refused to start the run (see above); fix the config or env file"
+            account crash
+            note "starting the run failed; trying again"
+            back_off
+          }
           ;;
         *)
-          count_restart
-          note "the run ended unfinished (status $status); starting it again ($restarts)"
-          script run.sh || refused_or_retry "run.sh failed"
+          case $(run_outcome "$status") in
+            done) finish 0 "the run finished" ;;
+            refused) finish 2 "the run stopped on a bad config or checkpoint (exit status 2); see launch/logs.sh" ;;
+            restart) account restart; note "the run stopped (status $status); starting it again" ;;
+            crash) account crash; note "the run crashed (status $status); starting it again ($crashes of --crash-budget=$crash_budget)" ;;
+          esac
+          save_logs
+          start_run || {
+            status=$?
+            ((status != 2)) || finish 2 "launch/run.sh refused to start the run (see above); fix the config or env file"
+            note "restarting failed; trying again"
+          }
+          back_off
           ;;
       esac
       ;;
-    PREEMPTED | TERMINATED | STOPPED | STOPPING | SUSPENDED | SUSPENDING | FAILED | MISSING)
-      count_restart
-      note "TPU VM $TPU_NAME is $state; creating it again ($restarts)"
-      if [[ $state != MISSING ]]; then script delete.sh --yes || true; fi
-      # The run starts at the next check that finds the TPU VM ready (no run there yet).
-      script create.sh || note "create.sh failed; trying again in $every s"
+    lost)
+      if ((recreating)); then  # a re-create that did not take yet: waiting for capacity
+        waiting_since=${waiting_since:-$SECONDS}
+        ((SECONDS - waiting_since < ${wait_limit%.*})) ||
+          finish 1 "gave up: no $ACCELERATOR_TYPE for --wait-limit=$wait_limit s"
+        note "$TPU_NAME is $state; creating it again (waiting $((SECONDS - waiting_since)) s)"
+      else
+        account restart
+        note "$TPU_NAME is $state; creating it again"
+        recreating=1
+      fi
+      [[ $state == MISSING ]] || script delete.sh --yes || true
+      script create.sh || { note "create.sh failed (no capacity?)"; back_off; }
       ;;
-    *) ;;  # creating, starting, restarting, waiting for resources: wait
+    waiting)
+      waiting_since=${waiting_since:-$SECONDS}
+      ((SECONDS - waiting_since < ${wait_limit%.*})) ||
+        finish 1 "gave up: $TPU_NAME stayed $state for --wait-limit=$wait_limit s"
+      back_off
+      ;;
+    unknown)
+      unknown_since=${unknown_since:-$SECONDS}
+      note "$TPU_NAME is $state ($((SECONDS - unknown_since)) s)"
+      if ((SECONDS - unknown_since >= ${unknown_limit%.*})); then
+        note "$state for --unknown-limit=$unknown_limit s; re-creating $TPU_NAME"
+        unknown_since="" recreating=1
+        script delete.sh --yes || true
+        script create.sh || { note "create.sh failed"; back_off; }
+      fi
+      ;;
   esac
-  sleep "$every"
+  sleep "$delay"
 done

@@ -23,7 +23,8 @@ LAUNCH = os.path.join(ROOT, "launch")
 TPU_SCRIPTS = ["create.sh", "status.sh", "copy_code.sh", "setup.sh", "run.sh", "logs.sh",
                "stop.sh", "delete.sh"]
 TARGET = ["--project=test-project", "--zone=europe-west4-a"]
-SSH = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "test-tpu", *TARGET]
+SSH = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "test-tpu", *TARGET,
+       "--strict-host-key-checking=no"]
 
 FAKE = r'''#!{python}
 import json, os, shutil, subprocess, sys
@@ -35,21 +36,81 @@ if mode == "forbid":
   sys.exit(f"{{tool}} was called although nothing should run")
 if mode == "record":
   sys.exit(0)
-args, home = sys.argv[1:], os.environ.get("FAKE_WORKER_HOME", "")
+args, base = sys.argv[1:], os.environ.get("FAKE_WORKER_HOME", "")
+if tool == "gcloud" and args[:1] == ["alpha"]:
+  args = args[1:]
+state = os.environ.get("FAKE_TPU_STATE")
+workers = int(os.environ.get("FAKE_WORKERS", "0"))  # 0: one worker, its home FAKE_WORKER_HOME
+
+def read(name, default=""):
+  path = os.environ.get(name)
+  return open(path).read().strip() if path and os.path.exists(path) else default
+
+def homes():  # (index, home) of the workers that --worker= names
+  flag = next(a for a in args if a.startswith("--worker="))[len("--worker="):]
+  if not workers:
+    return [(0, base)]
+  return [(i, os.path.join(base, str(i)))
+          for i in (range(workers) if flag == "all" else [int(flag)])]
+
+def reachable(i):
+  if str(i) in read("FAKE_UNREACHABLE").split():
+    print(f"ssh: connect to host worker-{{i}} port 22: Connection timed out", file=sys.stderr)
+    return False
+  return True
+
+def gs_path(url):
+  return os.path.join(os.environ["FAKE_GS"], url[len("gs://"):])
+
 if tool == "gcloud" and args[:4] == ["compute", "tpus", "tpu-vm", "scp"]:
-  shutil.copy(args[4], os.path.join(home, args[5].split(":", 1)[1]))
+  for i, home in homes():
+    if not reachable(i):
+      sys.exit(255)
+    shutil.copy(args[4], os.path.join(home, args[5].split(":", 1)[1]))
 elif tool == "gcloud" and args[:4] == ["compute", "tpus", "tpu-vm", "ssh"]:
   command = next(a for a in args if a.startswith("--command="))[len("--command="):]
-  sys.exit(subprocess.run(["bash", "-c", command], cwd=home,
-                          env=dict(os.environ, HOME=home)).returncode)
-elif tool == "gcloud" and os.environ.get("FAKE_TPU_STATE") and args[3:4] == ["describe"]:
-  if not os.path.exists(os.environ["FAKE_TPU_STATE"]):
+  status = 0
+  for i, home in homes():  # each worker: its own home, TPU device and libtpu lock file
+    if not reachable(i):
+      status = 255
+      continue
+    env = dict(os.environ, HOME=home, FAKE_WORKER_INDEX=str(i), MPL_WORKER_NAME=f"worker-{{i}}",
+               MPL_TPU_DEVICES=os.path.join(home, "accel0"),
+               MPL_TPU_LOCKFILE=os.path.join(home, "libtpu_lockfile"))
+    status = subprocess.run(["bash", "-c", command], cwd=home, env=env).returncode or status
+  sys.exit(status)
+elif tool == "gcloud" and args[:2] == ["storage", "ls"]:
+  path = gs_path(args[2])
+  if not os.path.isdir(path):
+    sys.exit(f"ERROR: (gcloud.storage.ls) One or more URLs matched no objects.")
+  for entry in sorted(os.listdir(path)):
+    print(args[2].rstrip("/") + "/" + entry + "/")
+elif tool == "gcloud" and args[:2] == ["storage", "cp"]:
+  os.makedirs(os.path.dirname(gs_path(args[3])), exist_ok=True)
+  shutil.copy(args[2], gs_path(args[3]))
+elif tool == "gcloud" and state and args[3:4] == ["describe"]:
+  if read("FAKE_GCLOUD_ERROR"):
+    sys.exit("ERROR: (gcloud) There was a problem refreshing your current auth tokens.")
+  if not os.path.exists(state):
     sys.exit("ERROR: NOT_FOUND")
-  print(open(os.environ["FAKE_TPU_STATE"]).read().strip())
-elif tool == "gcloud" and os.environ.get("FAKE_TPU_STATE") and args[3:4] == ["create"]:
-  open(os.environ["FAKE_TPU_STATE"], "w").write("READY")
-elif tool == "gcloud" and os.environ.get("FAKE_TPU_STATE") and args[3:4] == ["delete"]:
-  os.remove(os.environ["FAKE_TPU_STATE"])
+  print(read("FAKE_TPU_STATE"))
+elif tool == "gcloud" and state and args[3:4] == ["create"]:
+  stockout = read("FAKE_STOCKOUT", "0")  # failed creates to come, or "always"
+  if stockout != "0":
+    if stockout != "always":
+      open(os.environ["FAKE_STOCKOUT"], "w").write(str(int(stockout) - 1))
+    sys.exit("ERROR: (gcloud) There is no more capacity in the zone; try again later.")
+  open(state, "w").write("READY")
+  if os.environ.get("FAKE_UNREACHABLE"):  # a new slice: every worker answers
+    open(os.environ["FAKE_UNREACHABLE"], "w").close()
+elif tool == "gcloud" and state and args[3:4] == ["delete"]:
+  os.remove(state)
+  for i in range(workers):  # a new slice's disks hold only the image (here: the venv)
+    home = os.path.join(base, str(i))
+    for name in os.listdir(home):
+      if name != "mpl_venv":
+        path = os.path.join(home, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 elif tool == "sbatch":
   chdir = next(a for a in args if a.startswith("--chdir="))[len("--chdir="):]
   exports = next(a for a in args if a.startswith("--export="))[len("--export="):]
@@ -59,36 +120,64 @@ elif tool == "sbatch":
   sys.exit(subprocess.run(["bash", *args[script:]], cwd=chdir, env=env).returncode)
 elif tool == "srun" and os.environ.get("FAKE_SRUN") == "run":
   command = next(i for i, a in enumerate(args) if not a.startswith("--"))
-  sys.exit(subprocess.run(args[command:]).returncode)
+  tasks = int(os.environ.get("FAKE_SRUN_TASKS", "1"))  # srun: the highest task status
+  runs = [subprocess.Popen(args[command:], env=dict(os.environ, SLURM_PROCID=str(i)))
+          for i in range(tasks)]
+  sys.exit(max(run.wait() for run in runs))
 '''
 
 # A stand-in for main.py's training: resumes from the newest checkpoint of --workdir (gs://
-# maps to FAKE_GS), writes one checkpoint per step up to 40, and on SIGTERM stops after the
-# current step with main.py's preemption status (75); run.sh's --preflight_hosts check
-# exits FAKE_PREFLIGHT (default 0: passes). Each start appends "<first step>
-# <JAX_COMPILATION_CACHE_DIR> <cwd>" to <workdir>/starts.
+# maps to FAKE_GS), steps up to FAKE_STEPS (default 40; 0.1 s each, FAKE_STEP_SECONDS), and
+# on SIGTERM stops after the current step with main.py's preemption status (75); run.sh's
+# --preflight_hosts check exits FAKE_PREFLIGHT (default 0: passes). Worker 0
+# (FAKE_WORKER_INDEX) writes the checkpoints and appends "<first step>
+# <JAX_COMPILATION_CACHE_DIR> <cwd>" to <workdir>/starts; every worker appends its first step
+# to <workdir>/starts-<index>. Like libtpu, it holds the TPU device (MPL_TPU_DEVICES) open and refuses to
+# start while the lock file (MPL_TPU_LOCKFILE) names a live process. FAKE_CRASH=1: exits 1
+# at once, as a deterministic crash would.
 TRAINER = r'''#!{python}
 import os, signal, sys, time
 if any(a.startswith("--preflight_hosts=") for a in sys.argv):  # run.sh's check
   sys.exit(int(os.environ.get("FAKE_PREFLIGHT", "0")))
+index = int(os.environ.get("FAKE_WORKER_INDEX", "0"))
+lock = os.environ.get("MPL_TPU_LOCKFILE")
+if lock and os.path.exists(lock):
+  holder = int(open(lock).read() or 0)
+  try:
+    os.kill(holder, 0)
+    sys.exit(f"The TPU is already in use by process {{holder}}")
+  except ProcessLookupError:
+    pass
+if lock:
+  open(lock, "w").write(str(os.getpid()))
+device = open(os.environ["MPL_TPU_DEVICES"], "a") if os.environ.get("MPL_TPU_DEVICES") else None
+if os.environ.get("FAKE_CRASH"):
+  sys.exit("jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: out of memory")
 workdir = next(a for a in sys.argv if a.startswith("--workdir="))[len("--workdir="):]
 if workdir.startswith("gs://"):
   workdir = os.path.join(os.environ["FAKE_GS"], workdir[len("gs://"):])
 checkpoints = os.path.join(workdir, "checkpoints")
 os.makedirs(checkpoints, exist_ok=True)
 start = max((int(d) for d in os.listdir(checkpoints)), default=0)
-with open(os.path.join(workdir, "starts"), "a") as f:
-  f.write(f"{{start}} {{os.environ.get('JAX_COMPILATION_CACHE_DIR', '-')}} {{os.getcwd()}}\n")
-with open(os.path.join(workdir, "trainer.pid"), "w") as f:
+with open(os.path.join(workdir, f"starts-{{index}}"), "a") as f:
+  f.write(f"{{start}}\n")
+if index == 0:
+  with open(os.path.join(workdir, "starts"), "a") as f:
+    f.write(f"{{start}} {{os.environ.get('JAX_COMPILATION_CACHE_DIR', '-')}} {{os.getcwd()}}\n")
+  with open(os.path.join(workdir, "trainer.pid"), "w") as f:
+    f.write(str(os.getpid()))
+with open(os.path.join(os.environ["HOME"], "trainer.pid"), "w") as f:
   f.write(str(os.getpid()))
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-for step in range(start + 1, 41):
+for step in range(start + 1, int(os.environ.get("FAKE_STEPS", "40")) + 1):
   if stop:
     sys.exit(75)
-  time.sleep(0.1)
-  os.mkdir(os.path.join(checkpoints, str(step)))
-open(os.path.join(workdir, "results.json"), "w").close()
+  time.sleep(float(os.environ.get("FAKE_STEP_SECONDS", "0.1")))
+  if index == 0:
+    os.makedirs(os.path.join(checkpoints, str(step)), exist_ok=True)
+if index == 0:
+  open(os.path.join(workdir, "results.json"), "w").close()
 '''
 
 TEST_ENV = {
@@ -189,6 +278,20 @@ def test_create_tpu_vm_and_queued_request(launch, provisioning, flags):
        "--runtime-version=v2-alpha-tpuv5", *flags]]
 
 
+def test_create_with_autocheckpoint_extra_flags_and_the_v4_runtimes(launch):
+  result = launch("create.sh", "--dry-run", launch.env_file(
+      AUTOCHECKPOINT="yes", raw="EXTRA_CREATE_FLAGS=(--service-account=sa@p.iam "
+      "--network=net1)\n"))
+  assert printed(result) == [
+      ["gcloud", "alpha", "compute", "tpus", "tpu-vm", "create", "test-tpu", *TARGET,
+       "--accelerator-type=v5p-64", "--version=v2-alpha-tpuv5", "--autocheckpoint-enabled",
+       "--service-account=sa@p.iam", "--network=net1"]]
+  assert "gcloud alpha" in result.stderr  # it says why
+  for runtime in ("tpu-ubuntu2204-base", "v2-alpha-tpuv4"):
+    assert dry(launch, "create.sh", ACCELERATOR_TYPE="v4-32", RUNTIME_VERSION=runtime)[0][-1] \
+        == f"--version={runtime}"
+
+
 def test_status_and_delete(launch):
   assert dry(launch, "status.sh") == [
       ["gcloud", "compute", "tpus", "tpu-vm", "describe", "test-tpu", *TARGET]]
@@ -220,14 +323,18 @@ def test_setup_installs_the_pinned_requirements_with_jax_tpu_on_all_workers(laun
   assert dry(launch, "setup.sh", REMOTE_DIR="code/mpl") == [
       [*SSH, "--worker=all",
        "--command=set -e; cd ~/code/mpl; command -v python3.11 >/dev/null || { sudo apt-get "
-       "update -q && sudo apt-get install -y -q python3.11 python3.11-venv; }; python3.11 -m "
+       "-o DPkg::Lock::Timeout=600 update -q && sudo apt-get -o DPkg::Lock::Timeout=600 "
+       "install -y -q python3.11 python3.11-venv; }; python3.11 -m "
        f"venv ~/mpl_venv; {pip} install -q --upgrade pip; {pip} install -q -r "
        f'requirements.lock "jax[tpu]"; {pip} install -q --no-deps -e .']]
 
 
-# run.sh's wrapper on the worker: passes SIGTERM on, writes the exit status to ~/<$1>.
-WRAPPER = ('f=$HOME/$1; shift; rm -f "$f"; "$@" & c=$!; trap "kill -TERM $c 2>/dev/null" '
-           'TERM INT; while kill -0 $c 2>/dev/null; do wait $c; done; wait $c; echo $? > "$f"')
+# lib.sh's STATUS_WRAPPER, which run.sh and slurm.sh run training under: passes SIGTERM on,
+# writes the exit status to its first argument (under ~ where relative; %t: the task id).
+WRAPPER = ('f=$1; shift; case $f in /*) ;; *) f=$HOME/$f ;; esac; '
+           'f=${f//%t/${SLURM_PROCID:-0}}; rm -f "$f"; "$@" & c=$!; '
+           'trap "kill -TERM $c 2>/dev/null" TERM INT; while kill -0 $c 2>/dev/null; '
+           'do wait $c; done; wait $c; s=$?; echo $s > "$f"; exit $s')
 
 
 def test_run_starts_main_py_on_all_workers_detached_with_a_log(launch):
@@ -246,13 +353,29 @@ def test_run_starts_main_py_on_all_workers_detached_with_a_log(launch):
       "$(cat ~/mpl_jax.pid) 2>/dev/null; then echo \"error: a run is still going on "
       "$(hostname); launch/stop.sh ends it\" >&2; exit 1; fi; echo \"=== $(date -u "
       "+%FT%TZ) revision $(cat REVISION 2>/dev/null) on $(hostname)\" >> ~/mpl_jax.log; "
-      "nohup bash -c f=" + shlex.quote(WRAPPER[2:]) + " run mpl_jax.exit env MPL_DISTRIBUTED=always "
+      "nohup setsid bash -c f=" + shlex.quote(WRAPPER[2:]) + " run mpl_jax.exit env MPL_DISTRIBUTED=always "
       "TF_CPP_MIN_LOG_LEVEL=2 "
       "JAX_COMPILATION_CACHE_DIR=gs://test-bucket/runs/digits/compilation_cache "
       "~/mpl_venv/bin/python "
       "main.py --config=configs/digits.py:mpl --workdir=gs://test-bucket/runs/digits "
       "--config.num_steps=10 --config.note='it'\\''s a test' >> ~/mpl_jax.log 2>&1 "
       "< /dev/null & echo $! > ~/mpl_jax.pid"]
+
+
+def test_run_passes_the_env_files_xla_settings_and_worker_env_on(launch):
+  env = launch.env_file(raw="XLA_FLAGS='--xla_dump_to=/tmp/x'\nLIBTPU_INIT_ARGS=--a=1\n"
+                            "MY_SETTING=on\nWORKER_ENV=MY_SETTING\n")
+  [_, command] = printed(launch("run.sh", "--dry-run", env))
+  words = shlex.split(command[-1].split("nohup setsid ", 1)[1].split(" >> ")[0])
+  assert words[words.index("env") + 4:words.index("env") + 7] == [
+      "LIBTPU_INIT_ARGS=--a=1", "XLA_FLAGS=--xla_dump_to=/tmp/x", "MY_SETTING=on"]
+
+
+def test_stop_free_ends_leftovers_and_frees_the_tpu_on_every_worker(launch):
+  assert dry(launch, "stop.sh", "--free", "--grace=5") == [
+      ["gcloud", "compute", "tpus", "tpu-vm", "scp", os.path.join(LAUNCH, "free_tpu.sh"),
+       "test-tpu:mpl_free_tpu.sh", *TARGET, "--worker=all"],
+      [*SSH, "--worker=all", "--command=bash ~/mpl_free_tpu.sh ~/mpl_jax.pid 5"]]
 
 
 def test_logs_from_worker_zero_or_all_and_stop(launch):
@@ -314,8 +437,17 @@ def test_missing_variable_is_one_line_and_runs_nothing(launch, script, variable,
      "v2-alpha-tpuv5-lite"),
     ("create.sh", [], {"ACCELERATOR_TYPE": "v4-32", "RUNTIME_VERSION": "v2-alpha-tpuv6e"},
      "error: RUNTIME_VERSION=v2-alpha-tpuv6e does not run on v4-32; use "
-     "tpu-ubuntu2204-base or tpu-vm-*"),
+     "tpu-ubuntu2204-base or v2-alpha-tpuv4 or tpu-vm-*"),
     ("watch.sh", ["--every=soon"], {}, "error: --every=soon must be a number of seconds"),
+    ("watch.sh", ["--crash-budget=two"], {}, "error: --crash-budget=two must be a whole number"),
+    ("watch.sh", ["--unknown-limit=x"], {}, "error: --unknown-limit=x must be a number of seconds"),
+    ("watch.sh", [], {"KEEP_SLICE": "maybe"}, "error: KEEP_SLICE=maybe must be yes or no"),
+    ("create.sh", [], {"AUTOCHECKPOINT": "on"}, "error: AUTOCHECKPOINT=on must be yes or no"),
+    ("run.sh", [], {"WORKER_ENV": "XLA_FLAGS 2BAD"},
+     "error: WORKER_ENV names 2BAD, which is not a variable name"),
+    ("slurm.sh", [], {"MAX_REQUEUES": "many"}, "error: MAX_REQUEUES=many must be a whole number"),
+    ("stop.sh", ["--free", "--grace=soon"], {},
+     "error: --grace=soon must be a whole number of seconds"),
 ])
 def test_impossible_settings_are_one_line(launch, script, args, values, message):
   if values.get("REVISION"):
@@ -378,35 +510,258 @@ def test_copy_run_and_stop_on_a_simulated_worker(launch):
       os.kill(pid, signal.SIGKILL)
 
 
-def test_watch_restarts_a_preempted_pod_run_from_its_newest_checkpoint(launch):
-  """watch.sh alone: creates the TPU VM and starts the run; after a preemption (the VM's
-  state turns PREEMPTED and its processes die) deletes and recreates it and starts the
-  run again, which resumes from the newest checkpoint; exits 0 once the run finished."""
-  env = launch.env_file(REVISION=root_commit())
-  gs, state = launch.tmp / "gs", launch.tmp / "tpu_state"
-  workdir = gs / "test-bucket" / "runs" / "digits"
-  launch.trainer(launch.worker_home / "mpl_venv" / "bin" / "python")  # set up: no setup.sh
-  watch = launch.start("watch.sh", "--every=0.2", env, FAKE_GS=str(gs),
-                       FAKE_TPU_STATE=str(state))
+# --- watch.sh on a simulated slice of N workers: the restart policy, end to end -------
+
+CACHE = "gs://test-bucket/runs/digits/compilation_cache"
+POD = {"ACCELERATOR_TYPE": "v4-32", "RUNTIME_VERSION": "tpu-ubuntu2204-base"}  # 4 hosts
+
+
+class Pod:
+  """A slice of `workers` simulated workers (each a home folder of its own, with the
+  trainer as its venv's python), its TPU state file and its gs:// bucket; watch.sh runs
+  against it with short waits."""
+
+  def __init__(self, launch, workers=4, accelerator="v4-32", **env_values):
+    self.launch, self.workers = launch, workers
+    self.gs, self.state = launch.tmp / "gs", launch.tmp / "tpu_state"
+    self.workdir = self.gs / "test-bucket" / "runs" / "digits"
+    self.homes = [launch.worker_home / str(i) for i in range(workers)]
+    for home in self.homes:  # set up: no setup.sh
+      launch.trainer(home / "mpl_venv" / "bin" / "python")
+    self.env = launch.env_file(REVISION=root_commit(), ACCELERATOR_TYPE=accelerator,
+                               RUNTIME_VERSION="tpu-ubuntu2204-base", **env_values)
+
+  def environ(self, **env):
+    return {"FAKE_GS": str(self.gs), "FAKE_TPU_STATE": str(self.state),
+            "FAKE_WORKERS": str(self.workers), **env}
+
+  def watch(self, *args, **env) -> subprocess.Popen:
+    """watch.sh in the background, its output in a file (a pipe that no one reads would
+    fill up and stop it)."""
+    output = open(self.launch.tmp / "watch.out", "w")  # pylint: disable=consider-using-with
+    return subprocess.Popen(
+        ["bash", os.path.join(LAUNCH, "watch.sh"), "--every=0.1", "--grace=1",
+         "--max-backoff=0.4", *args, self.env],
+        env=self.launch.environ("simulate", **self.environ(**env)), stdout=output,
+        stderr=subprocess.STDOUT, text=True)
+
+  def run_pid(self, i) -> int:
+    return int((self.homes[i] / "mpl_jax.pid").read_text())
+
+  def trainer_pid(self, i) -> int:
+    return int((self.homes[i] / "trainer.pid").read_text())
+
+  def running(self) -> bool:
+    return all((h / "trainer.pid").exists() and _alive(int((h / "trainer.pid").read_text()))
+               for h in self.homes)
+
+  def preempt(self):
+    """The slice goes away with every process on it."""
+    self.state.write_text("PREEMPTED")
+    for i in range(self.workers):
+      os.killpg(self.run_pid(i), signal.SIGKILL)
+
+  def starts(self, i) -> list[int]:
+    path = self.workdir / f"starts-{i}"
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+  def lifecycle(self) -> list[str]:
+    return [c[4] for c in self.launch.calls()
+            if c[:4] == ["gcloud", "compute", "tpus", "tpu-vm"] and c[4] in ("create", "delete")]
+
+
+def _finish(watch, timeout=60) -> str:
+  """watch.sh's output once it has exited."""
   try:
-    _wait_for(lambda: len(_steps(workdir)) >= 3, timeout=30)
-    state.write_text("PREEMPTED")  # the TPU VM goes away with everything on it
-    for pid_file in (launch.worker_home / "mpl_jax.pid", workdir / "trainer.pid"):
-      os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    preempted_at = max(_steps(workdir))
-    _, err = watch.communicate(timeout=60)
+    watch.wait(timeout=timeout)
   finally:
     watch.kill()
+  return open(watch.args[-1].rsplit("/", 1)[0] + "/watch.out").read()
+
+
+def test_watch_restarts_all_workers_of_a_preempted_slice_from_the_newest_checkpoint(launch):
+  """(a) A 4-worker slice preempted mid-run is re-created; all 4 workers start again and
+  resume from the newest checkpoint; at the end the logs are in WORKDIR and the slice is
+  deleted."""
+  pod = Pod(launch)
+  watch = pod.watch()
+  _wait_for(lambda: len(_steps(pod.workdir)) >= 3 and pod.running(), timeout=30)
+  pod.preempt()
+  preempted_at = max(_steps(pod.workdir))
+  err = _finish(watch)
   assert watch.returncode == 0, err
   assert "the run finished" in err
-  starts = [line.split() for line in (workdir / "starts").read_text().splitlines()]
-  cache = "gs://test-bucket/runs/digits/compilation_cache"
-  code = str(launch.worker_home / "mpl_jax")
-  assert starts == [["0", cache, code], [str(preempted_at), cache, code]]
-  assert (workdir / "results.json").exists() and max(_steps(workdir)) == 40
-  lifecycle = [c[4] for c in launch.calls() if c[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]
-               and c[4] in ("create", "delete")]
-  assert lifecycle == ["create", "delete", "create"]
+  assert pod.starts(0) == [0, preempted_at]
+  for i in range(1, 4):  # (each reads the newest checkpoint as it starts: worker 0 may be on)
+    first, second = pod.starts(i)
+    assert first < 3 and preempted_at <= second < 40, (i, pod.starts(i))
+  code = str(pod.homes[0] / "mpl_jax")
+  assert [line.split() for line in (pod.workdir / "starts").read_text().splitlines()] == [
+      ["0", CACHE, code], [str(preempted_at), CACHE, code]]
+  assert (pod.workdir / "results.json").exists() and max(_steps(pod.workdir)) == 40
+  assert pod.lifecycle() == ["create", "delete", "create", "delete"]  # deleted when done
+  assert sorted(os.listdir(pod.workdir / "logs")) == [f"worker-{i}.log" for i in range(4)]
+
+
+def test_watch_ends_a_straggler_and_frees_its_tpu_before_the_restart(launch):
+  """(b) Workers 0-2 stop after a checkpoint (75); worker 3's wrapper is gone but its
+  trainer lives on, holding the TPU and libtpu's lock. The restart ends it first (without
+  that, the new trainer on worker 3 finds the TPU in use and exits 1) and the run
+  finishes."""
+  pod = Pod(launch)
+  watch = pod.watch()
+  _wait_for(lambda: len(_steps(pod.workdir)) >= 3 and pod.running(), timeout=30)
+  straggler = pod.trainer_pid(3)
+  os.kill(pod.run_pid(3), signal.SIGKILL)  # its wrapper only: no exit status is written
+  for i in range(3):
+    os.kill(pod.trainer_pid(i), signal.SIGTERM)
+  err = _finish(watch)
+  assert watch.returncode == 0, err
+  assert not _alive(straggler)
+  assert "the run stopped (status 75)" in err
+  assert "ending run" in err  # free_tpu.sh ended worker 3's old process group
+  for i in range(4):
+    assert len(pod.starts(i)) == 2, (i, err)
+  assert "already in use" not in (pod.workdir / "logs" / "worker-3.log").read_text()
+
+
+def test_watch_stops_a_deterministic_crash_after_its_budget(launch):
+  """(c) A run that exits 1 on every start is started 1 + --crash-budget times (not 20),
+  then the watcher prints every worker's last log lines and gives up."""
+  pod = Pod(launch)
+  watch = pod.watch("--crash-budget=2", FAKE_CRASH="1")
+  err = _finish(watch)
+  assert watch.returncode == 1, err
+  assert err.splitlines()[-1] == "error: gave up: crashed 3 times in a row (--crash-budget=2)"
+  for i in range(4):
+    assert f"=== worker-{i}" in err
+    assert len(pod.starts(i)) == 0  # it never got to train
+  assert err.count("RESOURCE_EXHAUSTED") >= 4  # each worker's last lines
+  assert len([c for c in launch.calls() if c[:5] == ["gcloud", "compute", "tpus", "tpu-vm",
+                                                      "ssh"] and "nohup" in c[-1]]) == 3
+  assert not pod.state.exists()  # the slice is deleted: it would bill
+
+
+@pytest.mark.slow
+def test_watch_survives_thirty_preemptions_with_progress_between_them(launch):
+  """(d) 30 preemptions, each after a new checkpoint: the budget of --max-restarts=2
+  resets on progress and the run finishes."""
+  pod = Pod(launch, workers=1, accelerator="v4-8")
+  watch = pod.watch("--max-restarts=2", FAKE_STEP_SECONDS="0.05")
+  for _ in range(30):
+    last = max(_steps(pod.workdir), default=0)
+    _wait_for(lambda: (max(_steps(pod.workdir), default=0) > last and pod.running())
+              or watch.poll() is not None, timeout=30)
+    assert watch.poll() is None, _finish(watch)
+    pod.preempt()
+  err = _finish(watch, timeout=120)
+  assert watch.returncode == 0, err
+  assert len(pod.starts(0)) == 31
+  assert max(_steps(pod.workdir)) == 40
+
+
+def test_watch_gives_up_after_restarts_without_progress(launch):
+  """(d') The budget that progress resets is spent where there is none: preemptions before
+  any checkpoint stop the watcher after --max-restarts=2."""
+  pod = Pod(launch, workers=1, accelerator="v4-8")
+  watch = pod.watch("--max-restarts=2", FAKE_STEP_SECONDS="60")
+  for _ in range(3):
+    _wait_for(lambda: pod.state.exists() and pod.state.read_text() == "READY"
+              and pod.running(), timeout=30)
+    pod.preempt()
+  err = _finish(watch)
+  assert watch.returncode == 1, err
+  assert err.splitlines()[-1] == (
+      "error: gave up: 3 restarts without checkpoint progress (--max-restarts=2)")
+
+
+@pytest.mark.parametrize("trouble", ["unknown_state", "unreachable_worker"])
+def test_watch_waits_a_bounded_time_on_an_unknown_state_then_recreates(launch, trouble):
+  """(e) A slice in a state the policy does not name (UNKNOWN), or with a worker that does
+  not answer ssh, is waited on for --unknown-limit s, then deleted and created again; the
+  run then starts on the new slice and finishes."""
+  pod = Pod(launch)
+  unreachable = launch.tmp / "unreachable"
+  if trouble == "unknown_state":
+    pod.state.write_text("UNKNOWN")
+  else:
+    pod.state.write_text("READY")
+    unreachable.write_text("2")  # worker 2 does not answer; a re-created slice does
+  started = time.monotonic()
+  watch = pod.watch("--unknown-limit=1", FAKE_STEPS="5", FAKE_UNREACHABLE=str(unreachable))
+  err = _finish(watch)
+  assert watch.returncode == 0, err
+  assert time.monotonic() - started >= 1
+  assert pod.lifecycle() == ["delete", "create", "delete"]
+  assert "re-creating test-tpu" in err
+  assert all(len(pod.starts(i)) == 1 for i in range(4))
+
+
+def test_watch_waits_out_a_stockout_without_spending_the_crash_budget(launch):
+  """(f) Re-creates that fail for lack of capacity are waits, not crashes: four failed
+  creates with --crash-budget=0 and the run still starts and finishes."""
+  pod = Pod(launch)
+  stockout = launch.tmp / "stockout"
+  stockout.write_text("4")
+  watch = pod.watch("--crash-budget=0", FAKE_STEPS="5", FAKE_STOCKOUT=str(stockout))
+  err = _finish(watch)
+  assert watch.returncode == 0, err
+  assert pod.lifecycle() == ["create"] * 5 + ["delete"]
+  assert err.count("no capacity") == 4
+
+
+def test_watch_gives_up_on_a_stockout_after_the_wall_clock_limit(launch):
+  """(f') A stockout that lasts past --wait-limit ends the watch with one line."""
+  pod = Pod(launch)
+  stockout = launch.tmp / "stockout"
+  stockout.write_text("always")
+  watch = pod.watch("--wait-limit=1", FAKE_STOCKOUT=str(stockout))
+  err = _finish(watch)
+  assert watch.returncode == 1, err
+  assert err.splitlines()[-1] == "error: gave up: no v4-32 for --wait-limit=1 s"
+  assert pod.lifecycle() and set(pod.lifecycle()) == {"create"}  # nothing to delete
+
+
+def test_free_tpu_ends_a_process_that_holds_the_device(tmp_path):
+  """launch/free_tpu.sh on a worker: the process holding the TPU device (here a stand-in
+  file) is ended whatever its process group, and the lock file is removed."""
+  device, lock = tmp_path / "accel0", tmp_path / "libtpu_lockfile"
+  device.touch()
+  lock.write_text("1")
+  holder = subprocess.Popen([sys.executable, "-c", f"f = open({str(device)!r}); "
+                             "import time; time.sleep(60)"], start_new_session=True)
+  try:
+    _wait_for(lambda: any(os.path.realpath(f"/proc/{holder.pid}/fd/{fd}") == str(device)
+                          for fd in os.listdir(f"/proc/{holder.pid}/fd")))
+    result = subprocess.run(
+        ["bash", os.path.join(LAUNCH, "free_tpu.sh"), str(tmp_path / "none.pid"), "1"],
+        env=dict(os.environ, MPL_TPU_DEVICES=str(device), MPL_TPU_LOCKFILE=str(lock),
+                 MPL_WORKER_NAME="w0"), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"w0: ending process {holder.pid}, which holds {device}"
+    assert holder.wait(timeout=10) == -signal.SIGKILL
+    assert not lock.exists()
+  finally:
+    holder.kill()
+
+
+@pytest.mark.parametrize("status,outcome", [("0", "done"), ("2", "refused"), ("75", "restart"),
+                                            ("137", "restart"), ("143", "restart"),
+                                            ("1", "crash"), ("3", "crash")])
+def test_restart_policy_table(status, outcome):
+  result = subprocess.run(["bash", "-c", f'source {LAUNCH}/lib.sh; run_outcome {status}'],
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == outcome
+
+
+@pytest.mark.parametrize("statuses,expected", [
+    ("running running", "running"), ("0 0", "0"), ("0 running", "running"),
+    ("75 running", "75"), ("none none", "none"), ("none running", "75"),
+    ("1 75 running", "1"), ("75 1 2", "2"), ("137 0", "137")])
+def test_any_workers_status_counts_for_the_slice(statuses, expected):
+  result = subprocess.run(["bash", "-c", f'source {LAUNCH}/lib.sh; slice_status {statuses}'],
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == expected
 
 
 @pytest.mark.parametrize("accelerator,hosts", [("v4-8", 1), ("v4-32", 4), ("v5p-256", 32),
@@ -434,12 +789,12 @@ def test_a_data_set_on_local_disk_is_refused_before_a_multi_host_run_starts(laun
       "--data_dir=gs://BUCKET/tensorflow_datasets) and set "
       "--config.data.data_dir=gs://BUCKET/tensorflow_datasets",
       "error: the config cannot run on v4-32 (see above); nothing was started"]
-  assert [c[8] for c in launch.calls()] == ["--worker=0"]  # the check only
+  assert [c[9] for c in launch.calls()] == ["--worker=0"]  # the check only
   assert not (launch.worker_home / "mpl_jax.pid").exists()
 
 
 def test_watch_stops_when_run_sh_refuses_the_config(launch):
-  env = launch.env_file(REVISION=root_commit())
+  env = launch.env_file(REVISION=root_commit(), **POD, raw="ACCELERATOR_TYPE=v4-8\n")
   launch.trainer(launch.worker_home / "mpl_venv" / "bin" / "python")
   watch = launch("watch.sh", "--every=0.1", env, mode="simulate", FAKE_PREFLIGHT="2",
                  FAKE_TPU_STATE=str(launch.tmp / "tpu_state"))
@@ -479,8 +834,11 @@ def test_watch_dry_run_prints_its_checks_and_actions(launch):
   lines = dry(launch, "watch.sh")
   assert lines[0] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "test-tpu", *TARGET,
                       "--format=value(state)"]
-  assert [os.path.basename(line[0]) for line in lines[2:]] == [
-      "delete.sh", "create.sh", "copy_code.sh", "setup.sh", "run.sh", "run.sh"]
+  assert lines[1][:10] == [*SSH, "--worker=all"]
+  assert lines[2] == ["gcloud", "storage", "ls", "gs://test-bucket/runs/digits/checkpoints/"]
+  assert [os.path.basename(line[0]) for line in lines[3:]] == [
+      "delete.sh", "create.sh", "copy_code.sh", "setup.sh", "stop.sh", "run.sh"]
+  assert lines[-2][1:3] == ["--free", "--grace=30"]
 
 
 def _alive(pid: int) -> bool:
@@ -511,11 +869,25 @@ def head_commit() -> str:
                         text=True, check=True).stdout.strip()
 
 
-def unpack(code: str, commit: str) -> list[list[str]]:
-  """The dry-run lines that unpack `commit` into `code` for the job to run."""
+def unpack(code: str, commit: str, env: str) -> list[list[str]]:
+  """The dry-run lines that unpack `commit` into `code` for the job to run, and freeze the
+  env file beside it."""
   return [["rm", "-rf", code], ["mkdir", "-p", code],
           ["git", "-C", ROOT, "archive", commit, "|", "tar", "-x", "-C", code],
-          ["echo", commit, ">", f"{code}/REVISION"]]
+          ["echo", commit, ">", f"{code}/REVISION"],
+          ["mkdir", "-p", f"{code}/submitted"], ["cp", env, frozen(code, env)]]
+
+
+def frozen(code: str, env: str) -> str:
+  """Where slurm.sh keeps the submitted env file: named by its git hash."""
+  digest = subprocess.run(["git", "hash-object", env], capture_output=True, text=True,
+                          check=True).stdout.strip()
+  return f"{code}/submitted/{digest}.env"
+
+
+def srun_line(code: str, cpus: int, *command: str) -> list[str]:
+  return ["srun", "--kill-on-bad-exit=1", f"--cpus-per-task={cpus}", "bash", "-c", WRAPPER,
+          "task", f"{code}/.task_status/<job id>.<restart>/%t", "env", *command]
 
 
 def test_slurm_one_task_per_node_sees_all_gpus(launch):
@@ -524,15 +896,15 @@ def test_slurm_one_task_per_node_sees_all_gpus(launch):
   commit = head_commit()
   code = os.path.join(LAUNCH, "slurm_code", commit)
   assert dry(launch, "slurm.sh", PARTITION="a100", TIME="2:00:00") == [
-      ["mkdir", "-p", logs], *unpack(code, commit),
+      ["mkdir", "-p", logs], *unpack(code, commit, env),
       ["sbatch", "--job-name=mpl_jax", "--nodes=2", "--ntasks-per-node=1",
        "--gpus-per-node=4", "--cpus-per-task=32", "--signal=TERM@300", "--requeue",
        "--open-mode=append", f"--output={logs}/%x-%j.out", f"--chdir={code}",
-       f"--export=ALL,MPL_LAUNCH_DIR={LAUNCH}", "--partition=a100", "--time=2:00:00",
-       os.path.join(LAUNCH, "slurm.sh"), "--in-job", env],
-      ["srun", "--kill-on-bad-exit=1", "env", "MPL_DISTRIBUTED=auto", "TF_CPP_MIN_LOG_LEVEL=2",
-       "JAX_LOCAL_DEVICE_IDS=0,1,2,3", "python3", "main.py", "--config=configs/digits.py:mpl",
-       "--workdir=gs://test-bucket/runs/digits"]]
+       f"--export=ALL,MPL_LAUNCH_DIR={code}/launch", "--partition=a100", "--time=2:00:00",
+       f"{code}/launch/slurm.sh", "--in-job", frozen(code, env)],
+      srun_line(code, 32, "MPL_DISTRIBUTED=auto", "TF_CPP_MIN_LOG_LEVEL=2",
+                "JAX_LOCAL_DEVICE_IDS=0,1,2,3", "python3", "main.py",
+                "--config=configs/digits.py:mpl", "--workdir=gs://test-bucket/runs/digits")]
 
 
 def test_slurm_one_task_per_gpu_and_the_job_runs_srun(launch):
@@ -542,25 +914,28 @@ def test_slurm_one_task_per_gpu_and_the_job_runs_srun(launch):
   env = launch.env_file(TASKS="gpu", SLURM_LOG_DIR=logs, PYTHON="/opt/venv/bin/python",
                         ACCOUNT="ml", CPUS_PER_GPU="12", SIGNAL_LEAD="600",
                         SLURM_CODE_DIR=code_root, raw="EXTRA_ARGS='--config.seed=3'\n")
-  srun = ["srun", "--kill-on-bad-exit=1", "env", "MPL_DISTRIBUTED=auto",
-          "TF_CPP_MIN_LOG_LEVEL=2", "/opt/venv/bin/python", "main.py",
-          "--config=configs/digits.py:mpl", "--workdir=gs://test-bucket/runs/digits",
-          "--config.seed=3"]
+  command = ["MPL_DISTRIBUTED=auto", "TF_CPP_MIN_LOG_LEVEL=2", "/opt/venv/bin/python",
+             "main.py", "--config=configs/digits.py:mpl",
+             "--workdir=gs://test-bucket/runs/digits", "--config.seed=3"]
   sbatch = ["sbatch", "--job-name=mpl_jax", "--nodes=2", "--ntasks-per-node=4",
             "--gpus-per-node=4", "--cpus-per-task=12", "--signal=TERM@600", "--requeue",
             "--open-mode=append", f"--output={logs}/%x-%j.out", f"--chdir={code}",
-            f"--export=ALL,MPL_LAUNCH_DIR={LAUNCH}", "--account=ml",
-            os.path.join(LAUNCH, "slurm.sh"), "--in-job", env]
+            f"--export=ALL,MPL_LAUNCH_DIR={code}/launch", "--account=ml",
+            f"{code}/launch/slurm.sh", "--in-job", frozen(code, env)]
   assert printed(launch("slurm.sh", "--dry-run", env)) == [
-      ["mkdir", "-p", logs], *unpack(code, commit), sbatch, srun]
+      ["mkdir", "-p", logs], *unpack(code, commit, env), sbatch, srun_line(code, 12, *command)]
   assert launch.calls() == []
   result = launch("slurm.sh", env, mode="simulate")
   assert result.returncode == 0, result.stderr
+  srun = srun_line(code, 12, *command)
+  srun[7] = f"{code}/.task_status/42.0/%t"  # the job's own
   assert launch.calls() == [sbatch, srun]  # sbatch, then the job script's srun
   assert os.path.isdir(logs)
-  # The job runs the committed files of the revision, unpacked once.
+  # The job runs the committed files of the revision, unpacked once, and the env file as
+  # it was at submission.
   assert open(os.path.join(code, "REVISION")).read().strip() == commit
   assert os.path.exists(os.path.join(code, "main.py"))
+  assert open(frozen(code, env)).read() == open(env).read()
   assert f"revision {commit}" in result.stderr
 
 
@@ -594,6 +969,61 @@ def test_slurm_time_limit_signal_saves_a_checkpoint_and_requeues(launch):
   code = str(launch.tmp / "code" / head_commit())
   assert [line.split() for line in (workdir / "starts").read_text().splitlines()] == [
       ["0", "-", code], [str(stopped_at), "-", code]]
+
+
+# Two tasks of a SLURM job: each records its task id and arguments and, on its first run,
+# waits for the time-limit signal: task 0 exits 75 (stopped after its checkpoint), task 1
+# dies of it (143). A requeued run (SLURM_RESTART_COUNT=1) finishes at once.
+TASK = r'''#!/bin/sh
+echo "$SLURM_PROCID ${SLURM_RESTART_COUNT:-0} $*" >> "$FAKE_TASKS/record"
+[ "${SLURM_RESTART_COUNT:-0}" = 0 ] || exit 0
+echo $$ > "$FAKE_TASKS/task$SLURM_PROCID.pid"
+[ "$SLURM_PROCID" = 1 ] && exec sleep 60
+trap 'exit 75' TERM
+while :; do sleep 0.1; done
+'''
+
+
+def test_slurm_two_node_time_limit_requeues_once_and_keeps_the_submitted_settings(launch):
+  """A time-limit SIGTERM to a 2-node job whose tasks exit 75 and 143 (srun reports 143):
+  one requeue. srun carries --cpus-per-task; an edit of the env file after submission does
+  not reach the requeued job."""
+  tasks = launch.tmp / "tasks"
+  tasks.mkdir()
+  python = launch.tmp / "task.sh"
+  python.write_text(TASK)
+  python.chmod(0o755)
+  env = launch.env_file(NODES="2", GPUS_PER_NODE="2", SLURM_LOG_DIR=str(launch.tmp / "logs"),
+                        SLURM_CODE_DIR=str(launch.tmp / "code"), PYTHON=str(python),
+                        raw="EXTRA_ARGS=(--config.seed=1)\n")
+  job = launch.start("slurm.sh", env, FAKE_SRUN="run", FAKE_SRUN_TASKS="2",
+                     FAKE_TASKS=str(tasks))
+  try:
+    _wait_for(lambda: all((tasks / f"task{i}.pid").exists() for i in (0, 1)), timeout=30)
+    for i in (0, 1):  # SLURM signals every task of the step
+      os.kill(int((tasks / f"task{i}.pid").read_text()), signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+  finally:
+    job.kill()
+  assert job.returncode == 0, err
+  sbatch = launch.calls()[0]
+  srun = next(c for c in launch.calls() if c[0] == "srun")
+  assert "--cpus-per-task=16" in srun  # 8 per GPU, 2 GPUs for the node's one task
+  assert "the tasks: 75 143" in err or "the tasks: 143 75" in err
+  assert [c for c in launch.calls() if c[0] == "scontrol"] == [["scontrol", "requeue", "42"]]
+  # The env file is edited, then SLURM starts the requeued job: the same batch script.
+  with open(env, "a") as f:
+    f.write("EXTRA_ARGS=(--config.seed=2)\n")
+  again = subprocess.run([str(launch.bin / "sbatch"), *sbatch[1:]], capture_output=True,
+                         text=True, timeout=60,
+                         env=launch.environ("simulate", FAKE_SRUN="run", FAKE_SRUN_TASKS="2",
+                                            FAKE_TASKS=str(tasks), SLURM_RESTART_COUNT="1"))
+  assert again.returncode == 0, again.stderr
+  record = [line.split() for line in (tasks / "record").read_text().splitlines()]
+  assert sorted((r[0], r[1], r[-1]) for r in record) == [
+      ("0", "0", "--config.seed=1"), ("0", "1", "--config.seed=1"),
+      ("1", "0", "--config.seed=1"), ("1", "1", "--config.seed=1")]
+  assert [c for c in launch.calls() if c[0] == "scontrol"] == [["scontrol", "requeue", "42"]]
 
 
 def _steps(workdir) -> list[int]:
