@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the launch scripts (sourced, not run): options, the env file, checks, dry-run.
 #
 # Every script takes [--dry-run] [its own options] [ENV_FILE]; ENV_FILE defaults to
@@ -114,7 +115,7 @@ split_words() {
   local name=$1 copy
   WORDS=()
   if declare -p "$name" 2>/dev/null | grep -q '^declare -a'; then
-    copy="$name[@]"
+    copy="${name}[@]"
     WORDS=(${!copy+"${!copy}"})
   elif [[ -n ${!name:-} ]]; then
     read -r -a WORDS <<<"${!name}"
@@ -173,7 +174,7 @@ tpu_ssh() {
 # under $HOME; %t in FILE is the task's SLURM_PROCID (0 outside SLURM), as in srun's
 # file names. run.sh and slurm.sh run training under it, so that a supervisor reads each
 # process's own status.
-# shellcheck disable=SC2016  # expanded by the bash that runs it
+# shellcheck disable=SC2016,SC2034  # expanded by the bash that runs it; used by run.sh, slurm.sh
 STATUS_WRAPPER='f=$1; shift; case $f in /*) ;; *) f=$HOME/$f ;; esac; f=${f//%t/${SLURM_PROCID:-0}}; rm -f "$f"; "$@" & c=$!; trap "kill -TERM $c 2>/dev/null" TERM INT; while kill -0 $c 2>/dev/null; do wait $c; done; wait $c; s=$?; echo $s > "$f"; exit $s'
 
 # --- Restart policy (launch/README.md, "Restart policy"), one place for every supervisor -
@@ -184,7 +185,7 @@ STATUS_WRAPPER='f=$1; shift; case $f in /*) ;; *) f=$HOME/$f ;; esac; f=${f//%t/
 run_outcome() {
   local status=$1
   case $status in
-    0) echo done ;;
+    0) echo "done" ;;
     2) echo refused ;;
     75) echo restart ;;
     *)

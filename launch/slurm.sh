@@ -100,6 +100,7 @@ commit=$(git -C "$REPO_ROOT" rev-parse --verify --quiet "${REVISION:-HEAD}^{comm
   die "REVISION=${REVISION:-HEAD} is not a commit of $REPO_ROOT"
 code_dir=${SLURM_CODE_DIR:-$LAUNCH_DIR/slurm_code}/$commit
 frozen_env=$code_dir/submitted/$(git hash-object "$env_file").env
+# shellcheck disable=SC2054  # --export takes a comma-separated list
 sbatch_options=(--job-name="${JOB_NAME:-mpl_jax}" --nodes="$NODES"
   --ntasks-per-node="$tasks_per_node" --gpus-per-node="$GPUS_PER_NODE"
   --cpus-per-task="$cpus_per_task" --signal=TERM@"$SIGNAL_LEAD" --requeue

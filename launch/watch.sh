@@ -54,6 +54,7 @@ hosts=$(tpu_hosts)
 env_file=$(cd "$(dirname "$ENV_FILE")" && pwd)/$(basename "$ENV_FILE")
 # shellcheck disable=SC2088  # ~ is for the worker's shell
 pid_file="~/${LOG_FILE%.log}.pid"
+# shellcheck disable=SC2088  # ~ is for the worker's shell
 exit_file="~/${LOG_FILE%.log}.exit"
 
 if [[ $QUEUED == yes ]]; then

