@@ -25,7 +25,7 @@ end() { kill "$@" 2>/dev/null || sudo -n kill "$@" 2>/dev/null; }
 
 if [[ -f $pid_file ]]; then
   pid=$(cat "$pid_file")
-  if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid"; then
+  if [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && alive "$pid"; then
     echo "$host: ending run $pid"
     end -TERM -- "-$pid" || end -TERM "$pid"
     waited=0
@@ -38,13 +38,16 @@ if [[ -f $pid_file ]]; then
 fi
 rm -f "$pid_file" "${pid_file%.pid}.exit"  # no stale status for the next run's reader
 
+# find, with sudo where it needs no password: other users' /proc/PID/fd are closed to us.
+finder=(find)
+if [[ $EUID != 0 ]] && sudo -n true 2>/dev/null; then finder=(sudo -n find); fi
 # The device patterns, as find -lname matches the targets of /proc/PID/fd/* links.
 read -r -a devices <<<"${MPL_TPU_DEVICES:-/dev/accel* /dev/vfio/[0-9]*}"
 # "PID DEVICE" for each process (not this one) that holds one of the devices open.
 holders() {
   local device link pid
   for device in "${devices[@]}"; do
-    find /proc/[0-9]*/fd -maxdepth 1 -lname "$device" 2>/dev/null | while read -r link; do
+    "${finder[@]}" /proc/[0-9]*/fd -maxdepth 1 -lname "$device" 2>/dev/null | while read -r link; do
       pid=${link#/proc/}
       pid=${pid%%/*}
       ((pid == $$)) || echo "$pid $(readlink "$link" 2>/dev/null || echo "$device")"

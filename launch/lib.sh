@@ -181,13 +181,16 @@ STATUS_WRAPPER='f=$1; shift; case $f in /*) ;; *) f=$HOME/$f ;; esac; f=${f//%t/
 
 # What a run's exit status asks of a supervisor: done, refused (a bad config or
 # checkpoint: no restart mends it), restart (75: stopped after a checkpoint; 128 and above:
-# killed by a signal, as by a preemption) or crash (anything else: a bug, out of memory).
+# killed by a signal from outside, as by a preemption) or crash (anything else: a bug, out
+# of memory; and the signals a process raises on itself: SIGILL 132, SIGABRT 134 (a
+# failed CHECK), SIGBUS 135, SIGFPE 136, SIGSEGV 139).
 run_outcome() {
   local status=$1
   case $status in
     0) echo "done" ;;
     2) echo refused ;;
     75) echo restart ;;
+    132 | 134 | 135 | 136 | 139) echo crash ;;
     *)
       if [[ $status =~ ^[0-9]+$ ]] && ((status >= 128)); then echo restart; else echo crash; fi
       ;;
@@ -211,7 +214,8 @@ node_outcome() {
 # One status for the whole slice from each worker's (running, none, or an exit status):
 # all-or-nothing, so any worker's non-zero status counts. The worst wins: refused, then
 # crash, then restart; a worker with no run beside workers with one (its host restarted)
-# is a restart; all none is none (never started here); all 0 is 0; else running.
+# is a restart, and so are the others' crashes then (they lost a peer); all none is none
+# (never started here); all 0 is 0; else running.
 slice_status() {
   local status worst="" none=0 running=0 finished=0
   for status in "$@"; do
@@ -228,7 +232,8 @@ slice_status() {
         ;;
     esac
   done
-  if [[ -n $worst ]]; then echo "$worst"
+  if [[ -n $worst ]] && ! [[ $none -gt 0 && $(run_outcome "$worst") == crash ]]; then
+    echo "$worst"
   elif ((none == $#)); then echo none
   elif ((none > 0)); then echo 75
   elif ((finished == $#)); then echo 0

@@ -98,7 +98,9 @@ env_file=$(cd "$(dirname "$ENV_FILE")" && pwd)/$(basename "$ENV_FILE")
 log_dir=${SLURM_LOG_DIR:-$LAUNCH_DIR/slurm_logs}
 commit=$(git -C "$REPO_ROOT" rev-parse --verify --quiet "${REVISION:-HEAD}^{commit}") ||
   die "REVISION=${REVISION:-HEAD} is not a commit of $REPO_ROOT"
-code_dir=${SLURM_CODE_DIR:-$LAUNCH_DIR/slurm_code}/$commit
+code_root=${SLURM_CODE_DIR:-$LAUNCH_DIR/slurm_code}
+[[ $code_root == /* ]] || code_root=$PWD/$code_root  # the job reads it from its own --chdir
+code_dir=$code_root/$commit
 frozen_env=$code_dir/submitted/$(git hash-object "$env_file").env
 # shellcheck disable=SC2054  # --export takes a comma-separated list
 sbatch_options=(--job-name="${JOB_NAME:-mpl_jax}" --nodes="$NODES"

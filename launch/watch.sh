@@ -10,24 +10,30 @@
 # the restart policy of launch/README.md ("Restart policy"), implemented in lib.sh:
 # - finished (every worker exited 0): copies the workers' logs to WORKDIR/logs/, deletes
 #   the slice (unless KEEP_SLICE=yes) and exits 0;
-# - refused (exit 2, a bad config or checkpoint): logs copied, exits 2;
-# - preempted (exit 75, killed by a signal, or the slice PREEMPTED, SUSPENDED, STOPPED,
-#   FAILED or gone): restarts, re-creating the slice where it is lost; no limit while the
-#   newest checkpoint in WORKDIR advances between restarts, else --max-restarts (default 5)
+# - refused (exit 2, a bad config or checkpoint; or run.sh or create.sh refusing the
+#   settings): the same, exit 2;
+# - preempted (exit 75, killed by a signal from outside, a worker whose host restarted, or
+#   the slice PREEMPTED, TERMINATED, STOPPED, STOPPING, SUSPENDED, SUSPENDING, FAILED or
+#   gone): restarts, re-creating the slice where it is lost; no limit while the newest
+#   checkpoint in WORKDIR advances between restarts, else --max-restarts (default 5)
 #   restarts in a row;
-# - crashed (any other exit status): restarts at most --crash-budget times (default 2) in a
-#   row without checkpoint progress, then prints every worker's last log lines and exits 1;
-# - waiting for capacity (creating, provisioning, a re-create that fails in a stockout) or
-#   a gcloud error: waits, spending no budget, for at most --wait-limit s (default 86400);
-# - an unknown state (REPAIRING, UNKNOWN, ...) or an unreachable worker: waits at most
-#   --unknown-limit s (default 1800), then deletes and re-creates the slice.
-# Every start is all-or-nothing: first launch/stop.sh --free ends, on every worker, whatever
-# is left of the last run (SIGTERM, SIGKILL after --grace s, default 30) and frees the TPU;
-# then launch/run.sh starts all workers. Waits after a failure double from S up to
-# --max-backoff (default 1800) and fall back to S on progress. On giving up it deletes the
-# slice too (unless KEEP_SLICE=yes). Ctrl-C stops watching, not the run.
+# - crashed (any other exit status, SIGABRT and SIGSEGV included): restarts at most
+#   --crash-budget times (default 2) in a row without checkpoint progress, then prints
+#   every worker's last log lines, deletes the slice (unless KEEP_SLICE=yes), exits 1;
+# - waiting for capacity (creating, provisioning, a re-create that fails in a stockout), a
+#   gcloud error, no worker answering ssh, or a start that fails (ssh, scp): waits,
+#   spending no budget, for at most --wait-limit s (default 86400) of wall clock;
+# - an unknown state (REPAIRING, UNKNOWN, ...) or some worker not answering: waits at
+#   most --unknown-limit s (default 1800), then deletes and re-creates the slice (a
+#   restart of the budget above).
+# Each event is accounted once, however many tries its restart takes. Every start is
+# all-or-nothing: first launch/stop.sh --free ends, on every worker, whatever is left of
+# the last run (SIGTERM, SIGKILL after --grace s, default 30) and frees the TPU; then
+# launch/run.sh starts all workers. Waits after a failure double from S up to
+# --max-backoff (default 1800), and fall back to S while the run is running or on
+# checkpoint progress. Ctrl-C stops watching, not the run.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,35s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options --every --max-restarts --crash-budget --max-backoff --wait-limit \
@@ -107,14 +113,16 @@ node_state() {
   rm -f "$err"
 }
 
-# The slice's run status (lib.sh slice_status), or unreachable when not every one of the
-# slice's workers answered.
+# The slice's run status (lib.sh slice_status); unreachable when some of the slice's
+# workers did not answer, silent when none did.
 run_status() {
   local statuses=() line
   while read -r line; do
     [[ $line == run-status\ * ]] && statuses+=("${line#run-status }")
   done < <(ssh_all "$run_state" 2>/dev/null || true)
-  if ((${#statuses[@]} != hosts)); then
+  if ((${#statuses[@]} == 0)); then
+    echo silent
+  elif ((${#statuses[@]} != hosts)); then
     echo unreachable
   else
     slice_status "${statuses[@]}"
@@ -191,21 +199,60 @@ start_fresh() {
     ssh_all "test -x ~/$REMOTE_VENV/bin/python" >/dev/null 2>&1 || script setup.sh
   } && start_run
 }
+# Creates the slice; a create.sh that refuses its settings (exit 2) ends the watch, any
+# other failure (a stockout, a gcloud error) is waited out under --wait-limit.
+create() {
+  script create.sh || {
+    local status=$?
+    ((status != 2)) || finish 2 "create.sh refused the settings (see above); fix the env file"
+    note "create.sh failed (no capacity?)"
+    back_off
+  }
+}
+# Replaces the slice: a lost one, or one in an unknown state or with a worker that does not
+# answer past --unknown-limit. The event spends a restart, once (see handled).
+recreate() {
+  ((recreating || handled)) || account restart
+  recreating=1 handled=0 unknown_since=""
+  [[ $1 == MISSING ]] || script delete.sh --yes || true
+  create
+}
+# Starts (start_fresh or start_run); a failed start is retried under --wait-limit (ssh and
+# scp errors are passing), spending no budget; a refusal (exit 2) ends the watch.
+try_start() {
+  local status=0
+  "$@" || status=$?
+  if ((status == 0)); then
+    handled=0 start_failing_since=""
+    return
+  fi
+  ((status != 2)) || finish 2 "launch/run.sh refused to start the run (see above); fix the config or env file"
+  start_failing_since=${start_failing_since:-$SECONDS}
+  ((SECONDS - start_failing_since < ${wait_limit%.*})) ||
+    finish 1 "gave up: starting the run failed for --wait-limit=$wait_limit s"
+  note "starting the run failed; trying again"
+  back_off
+}
 # Wall clocks of the bounded waits (bash's SECONDS), empty when not waiting.
-waiting_since="" unknown_since=""
+waiting_since="" unknown_since="" start_failing_since=""
 recreating=1  # bringing a slice up: a missing one is created, spending no budget
+handled=0     # the last ended run (or lost slice) is accounted; its restart has not started
 
 while :; do
   state=$(node_state)
   outcome=$(node_outcome "$state")
+  status=""
+  if [[ $outcome == ready ]]; then
+    recreating=0
+    status=$(run_status)
+    # No worker answered: the trouble is more likely on this side (ssh, network): wait.
+    [[ $status != silent ]] || outcome=waiting
+  fi
   [[ $state == GCLOUD_ERROR ]] && outcome=waiting
   [[ $outcome == waiting || ($outcome == lost && $recreating == 1) ]] || waiting_since=""
-  [[ $outcome == unknown ]] || [[ $outcome == ready ]] || unknown_since=""
+  [[ $outcome == unknown || $status == unreachable ]] || unknown_since=""
   case $outcome in
     ready)
-      recreating=0
-      status=$(run_status)
-      [[ $status == unreachable ]] || unknown_since=""
       case $status in
         running) delay=$every ;;
         unreachable)
@@ -213,34 +260,30 @@ while :; do
           note "a worker of $TPU_NAME does not answer ($((SECONDS - unknown_since)) s)"
           if ((SECONDS - unknown_since >= ${unknown_limit%.*})); then
             note "unreachable for --unknown-limit=$unknown_limit s; re-creating $TPU_NAME"
-            unknown_since="" recreating=1
-            script delete.sh --yes || true
-            script create.sh || { note "create.sh failed"; back_off; }
+            recreate "$state"
           fi
           ;;
         none)  # a new slice (or all its hosts restarted): no run on it yet
           note "no run on $TPU_NAME; starting it"
-          start_fresh || {
-            status=$?
-            ((status != 2)) || finish 2 "launch/run.sh refused to start the run (see above); fix the config or env file"
-            account crash
-            note "starting the run failed; trying again"
-            back_off
-          }
+          try_start start_fresh
           ;;
         *)
-          case $(run_outcome "$status") in
+          outcome=$(run_outcome "$status")
+          case $outcome in
             done) finish 0 "the run finished" ;;
             refused) finish 2 "the run stopped on a bad config or checkpoint (exit status 2); see launch/logs.sh" ;;
-            restart) account restart; note "the run stopped (status $status); starting it again" ;;
-            crash) account crash; note "the run crashed (status $status); starting it again ($crashes of --crash-budget=$crash_budget)" ;;
           esac
-          save_logs
-          start_run || {
-            status=$?
-            ((status != 2)) || finish 2 "launch/run.sh refused to start the run (see above); fix the config or env file"
-            note "restarting failed; trying again"
-          }
+          if ((!handled)); then
+            account "$outcome"
+            handled=1
+            save_logs
+          fi
+          if [[ $outcome == crash ]]; then
+            note "the run crashed (status $status); starting it again ($crashes of --crash-budget=$crash_budget)"
+          else
+            note "the run stopped (status $status); starting it again"
+          fi
+          try_start start_run
           back_off
           ;;
       esac
@@ -252,12 +295,9 @@ while :; do
           finish 1 "gave up: no $ACCELERATOR_TYPE for --wait-limit=$wait_limit s"
         note "$TPU_NAME is $state; creating it again (waiting $((SECONDS - waiting_since)) s)"
       else
-        account restart
         note "$TPU_NAME is $state; creating it again"
-        recreating=1
       fi
-      [[ $state == MISSING ]] || script delete.sh --yes || true
-      script create.sh || { note "create.sh failed (no capacity?)"; back_off; }
+      recreate "$state"
       ;;
     waiting)
       waiting_since=${waiting_since:-$SECONDS}
@@ -270,9 +310,7 @@ while :; do
       note "$TPU_NAME is $state ($((SECONDS - unknown_since)) s)"
       if ((SECONDS - unknown_since >= ${unknown_limit%.*})); then
         note "$state for --unknown-limit=$unknown_limit s; re-creating $TPU_NAME"
-        unknown_since="" recreating=1
-        script delete.sh --yes || true
-        script create.sh || { note "create.sh failed"; back_off; }
+        recreate "$state"
       fi
       ;;
   esac

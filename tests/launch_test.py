@@ -63,6 +63,10 @@ def gs_path(url):
   return os.path.join(os.environ["FAKE_GS"], url[len("gs://"):])
 
 if tool == "gcloud" and args[:4] == ["compute", "tpus", "tpu-vm", "scp"]:
+  failures = read("FAKE_SCP_FAILURES", "0")  # scp calls still to fail, as a network blip
+  if failures != "0":
+    open(os.environ["FAKE_SCP_FAILURES"], "w").write(str(int(failures) - 1))
+    sys.exit("ERROR: (gcloud.compute.tpus.tpu-vm.scp) [/usr/bin/scp] exited with return code [1].")
   for i, home in homes():
     if not reachable(i):
       sys.exit(255)
@@ -645,6 +649,23 @@ def test_watch_ends_a_straggler_and_frees_its_tpu_before_the_restart(launch):
   assert "already in use" not in (pod.workdir / "logs" / "worker-3.log").read_text()
 
 
+def test_watch_accounts_each_event_once_however_many_tries_its_restart_takes(launch):
+  """The run stops (75) on every worker; the first two tries to restart it fail (scp, a
+  passing network error). With --max-restarts=1 the watch still finishes: the stop was
+  accounted once, and failed starts spend no budget."""
+  pod = Pod(launch)
+  blips = launch.tmp / "scp_failures"
+  watch = pod.watch("--max-restarts=1", FAKE_SCP_FAILURES=str(blips))
+  _wait_for(lambda: len(_steps(pod.workdir)) >= 3 and pod.running(), timeout=30)
+  blips.write_text("2")
+  for i in range(4):
+    os.kill(pod.trainer_pid(i), signal.SIGTERM)
+  err = _finish(watch)
+  assert watch.returncode == 0, err
+  assert err.count("starting the run failed; trying again") == 2
+  assert all(len(pod.starts(i)) == 2 for i in range(4))
+
+
 def test_watch_stops_a_deterministic_crash_after_its_budget(launch):
   """(c) A run that exits 1 on every start is started 1 + --crash-budget times (not 20),
   then the watcher prints every worker's last log lines and gives up."""
@@ -767,7 +788,8 @@ def test_free_tpu_ends_a_process_that_holds_the_device(tmp_path):
 
 @pytest.mark.parametrize("status,outcome", [("0", "done"), ("2", "refused"), ("75", "restart"),
                                             ("137", "restart"), ("143", "restart"),
-                                            ("1", "crash"), ("3", "crash")])
+                                            ("1", "crash"), ("3", "crash"), ("134", "crash"),
+                                            ("139", "crash")])
 def test_restart_policy_table(status, outcome):
   result = subprocess.run(["bash", "-c", f'source {LAUNCH}/lib.sh; run_outcome {status}'],
                           capture_output=True, text=True, check=True)
@@ -777,7 +799,8 @@ def test_restart_policy_table(status, outcome):
 @pytest.mark.parametrize("statuses,expected", [
     ("running running", "running"), ("0 0", "0"), ("0 running", "running"),
     ("75 running", "75"), ("none none", "none"), ("none running", "75"),
-    ("1 75 running", "1"), ("75 1 2", "2"), ("137 0", "137")])
+    ("1 75 running", "1"), ("75 1 2", "2"), ("137 0", "137"), ("1 none 1", "75"),
+    ("134 running", "134")])
 def test_any_workers_status_counts_for_the_slice(statuses, expected):
   result = subprocess.run(["bash", "-c", f'source {LAUNCH}/lib.sh; slice_status {statuses}'],
                           capture_output=True, text=True, check=True)
