@@ -233,6 +233,22 @@ try_start() {
   note "starting the run failed; trying again"
   back_off
 }
+# A wait that spends no budget: ends the watch once it has lasted --wait-limit.
+wait_limited() {
+  waiting_since=${waiting_since:-$SECONDS}
+  ((SECONDS - waiting_since < ${wait_limit%.*})) ||
+    finish 1 "gave up: $1 for --wait-limit=$wait_limit s"
+}
+# An unknown state or a worker that does not answer: waited on for --unknown-limit, then
+# the slice is replaced.
+wait_unknown() {
+  unknown_since=${unknown_since:-$SECONDS}
+  note "$1 ($((SECONDS - unknown_since)) s)"
+  if ((SECONDS - unknown_since >= ${unknown_limit%.*})); then
+    note "waited --unknown-limit=$unknown_limit s; re-creating $TPU_NAME"
+    recreate "$state"
+  fi
+}
 # Wall clocks of the bounded waits (bash's SECONDS), empty when not waiting.
 waiting_since="" unknown_since="" start_failing_since=""
 recreating=1  # bringing a slice up: a missing one is created, spending no budget
@@ -255,14 +271,7 @@ while :; do
     ready)
       case $status in
         running) delay=$every ;;
-        unreachable)
-          unknown_since=${unknown_since:-$SECONDS}
-          note "a worker of $TPU_NAME does not answer ($((SECONDS - unknown_since)) s)"
-          if ((SECONDS - unknown_since >= ${unknown_limit%.*})); then
-            note "unreachable for --unknown-limit=$unknown_limit s; re-creating $TPU_NAME"
-            recreate "$state"
-          fi
-          ;;
+        unreachable) wait_unknown "a worker of $TPU_NAME does not answer" ;;
         none)  # a new slice (or all its hosts restarted): no run on it yet
           note "no run on $TPU_NAME; starting it"
           try_start start_fresh
@@ -290,9 +299,7 @@ while :; do
       ;;
     lost)
       if ((recreating)); then  # a re-create that did not take yet: waiting for capacity
-        waiting_since=${waiting_since:-$SECONDS}
-        ((SECONDS - waiting_since < ${wait_limit%.*})) ||
-          finish 1 "gave up: no $ACCELERATOR_TYPE for --wait-limit=$wait_limit s"
+        wait_limited "no $ACCELERATOR_TYPE"
         note "$TPU_NAME is $state; creating it again (waiting $((SECONDS - waiting_since)) s)"
       else
         note "$TPU_NAME is $state; creating it again"
@@ -300,19 +307,10 @@ while :; do
       recreate "$state"
       ;;
     waiting)
-      waiting_since=${waiting_since:-$SECONDS}
-      ((SECONDS - waiting_since < ${wait_limit%.*})) ||
-        finish 1 "gave up: $TPU_NAME stayed $state for --wait-limit=$wait_limit s"
+      wait_limited "$TPU_NAME stayed $state"
       back_off
       ;;
-    unknown)
-      unknown_since=${unknown_since:-$SECONDS}
-      note "$TPU_NAME is $state ($((SECONDS - unknown_since)) s)"
-      if ((SECONDS - unknown_since >= ${unknown_limit%.*})); then
-        note "$state for --unknown-limit=$unknown_limit s; re-creating $TPU_NAME"
-        recreate "$state"
-      fi
-      ;;
+    unknown) wait_unknown "$TPU_NAME is $state" ;;
   esac
   sleep "$delay"
 done
