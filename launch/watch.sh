@@ -2,7 +2,8 @@
 # Keeps a Cloud TPU run going until it finishes, with no one at the keyboard.
 #
 #   launch/watch.sh [--dry-run] [--every=S] [--max-restarts=N] [--crash-budget=N]
-#                   [--max-backoff=S] [--wait-limit=S] [--unknown-limit=S] [--grace=S] [ENV_FILE]
+#                   [--max-backoff=S] [--wait-limit=S] [--unknown-limit=S] [--grace=S]
+#                   [--hang-limit=S] [ENV_FILE]
 #
 # Run it where it can stay up (Cloud Shell in tmux, a small VM), instead of steps 3 to 6
 # of launch/README.md. Every S seconds (--every, default 120) it reads the TPU VM's state
@@ -25,7 +26,10 @@
 #   spending no budget, for at most --wait-limit s (default 86400) of wall clock;
 # - an unknown state (REPAIRING, UNKNOWN, ...) or some worker not answering: waits at
 #   most --unknown-limit s (default 1800), then deletes and re-creates the slice (a
-#   restart of the budget above).
+#   restart of the budget above);
+# - hung: every worker running but no new checkpoint for --hang-limit s (default 0: not
+#   checked; set it well above the time to the first checkpoint, compile included, and
+#   between checkpoints): a crash, restarted as one.
 # Each event is accounted once, however many tries its restart takes. Every start is
 # all-or-nothing: first launch/stop.sh --free ends, on every worker, whatever is left of
 # the last run (SIGTERM, SIGKILL after --grace s, default 30) and frees the TPU; then
@@ -33,11 +37,11 @@
 # --max-backoff (default 1800), and fall back to S while the run is running or on
 # checkpoint progress. Ctrl-C stops watching, not the run.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,35s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,39s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args "$@"
 check_options --every --max-restarts --crash-budget --max-backoff --wait-limit \
-  --unknown-limit --grace
+  --unknown-limit --grace --hang-limit
 load_tpu_env
 require ACCELERATOR_TYPE RUNTIME_VERSION CONFIG WORKDIR
 every=$(option_value --every 120)
@@ -47,7 +51,8 @@ max_backoff=$(option_value --max-backoff 1800)
 wait_limit=$(option_value --wait-limit 86400)
 unknown_limit=$(option_value --unknown-limit 1800)
 grace=$(option_value --grace 30)
-for option in every max_backoff wait_limit unknown_limit; do
+hang_limit=$(option_value --hang-limit 0)
+for option in every max_backoff wait_limit unknown_limit hang_limit; do
   [[ ${!option} =~ ^[0-9]+([.][0-9]+)?$ ]] ||
     die "--${option//_/-}=${!option} must be a number of seconds"
 done
@@ -250,7 +255,7 @@ wait_unknown() {
   fi
 }
 # Wall clocks of the bounded waits (bash's SECONDS), empty when not waiting.
-waiting_since="" unknown_since="" start_failing_since=""
+waiting_since="" unknown_since="" start_failing_since="" hang_since="" hang_step=-1
 recreating=1  # bringing a slice up: a missing one is created, spending no budget
 handled=0     # the last ended run (or lost slice) is accounted; its restart has not started
 
@@ -267,10 +272,24 @@ while :; do
   [[ $state == GCLOUD_ERROR ]] && outcome=waiting
   [[ $outcome == waiting || ($outcome == lost && $recreating == 1) ]] || waiting_since=""
   [[ $outcome == unknown || $status == unreachable ]] || unknown_since=""
+  [[ $status == running ]] || hang_since=""
   case $outcome in
     ready)
       case $status in
-        running) delay=$every ;;
+        running)
+          delay=$every
+          if [[ $hang_limit != 0 ]]; then
+            step=$(newest_step)
+            if [[ -z $hang_since ]] || ((step > hang_step)); then
+              hang_step=$step hang_since=$SECONDS
+            elif ((SECONDS - hang_since >= ${hang_limit%.*})); then
+              note "no new checkpoint for --hang-limit=$hang_limit s while running: hung"
+              hang_since=""
+              account crash
+              try_start start_run
+            fi
+          fi
+          ;;
         unreachable) wait_unknown "a worker of $TPU_NAME does not answer" ;;
         none)  # a new slice (or all its hosts restarted): no run on it yet
           note "no run on $TPU_NAME; starting it"

@@ -683,6 +683,20 @@ def test_watch_stops_a_deterministic_crash_after_its_budget(launch):
   assert not pod.state.exists()  # the slice is deleted: it would bill
 
 
+def test_watch_restarts_a_hung_run_as_a_crash(launch):
+  """Every worker running, no new checkpoint for --hang-limit s: a crash. The hung
+  processes are ended and the run started again; with no progress, the crash budget
+  (1) ends the watch after the second hang."""
+  pod = Pod(launch)
+  watch = pod.watch("--hang-limit=1", "--crash-budget=1", FAKE_STEP_SECONDS="60")
+  err = _finish(watch)
+  assert watch.returncode == 1, err
+  assert err.count("no new checkpoint for --hang-limit=1 s while running: hung") == 2
+  assert err.splitlines()[-1] == "error: gave up: crashed 2 times in a row (--crash-budget=1)"
+  assert all(len(pod.starts(i)) == 2 for i in range(4))
+  assert "ending run" in err  # the hung processes were ended before the restart
+
+
 @pytest.mark.slow
 def test_watch_survives_thirty_preemptions_with_progress_between_them(launch):
   """(d) 30 preemptions, each after a new checkpoint: the budget of --max-restarts=2
