@@ -109,8 +109,14 @@ elif tool == "gcloud" and state and args[3:4] == ["create"]:
     open(os.environ["FAKE_UNREACHABLE"], "w").close()
 elif tool == "gcloud" and state and args[3:4] == ["delete"]:
   os.remove(state)
-  for i in range(workers):  # a new slice's disks hold only the image (here: the venv)
-    home = os.path.join(base, str(i))
+  for i in range(workers):  # the slice goes, with its processes; a new one's disks hold
+    home = os.path.join(base, str(i))  # only the image (here: the venv)
+    for name in ("mpl_jax.pid", "trainer.pid"):
+      try:
+        pid = int(open(os.path.join(home, name)).read())
+        os.killpg(pid, 9) if name == "mpl_jax.pid" else os.kill(pid, 9)
+      except (OSError, ValueError):
+        pass
     for name in os.listdir(home):
       if name != "mpl_venv":
         path = os.path.join(home, name)
@@ -244,6 +250,19 @@ class Launcher:
     path.chmod(0o755)
     return path
 
+  def end_leftovers(self):
+    """Ends what a simulated worker left running (a test that failed half-way, a run that
+    the watcher gave up on): each run's process group and each trainer."""
+    for pid_file in [*self.tmp.rglob("mpl_jax.pid"), *self.tmp.rglob("trainer.pid")]:
+      try:
+        pid = int(pid_file.read_text())
+        if pid_file.name == "mpl_jax.pid":
+          os.killpg(pid, signal.SIGKILL)
+        else:
+          os.kill(pid, signal.SIGKILL)
+      except (OSError, ValueError):
+        pass
+
   def calls(self) -> list[list[str]]:
     if not self.log.exists():
       return []
@@ -252,7 +271,9 @@ class Launcher:
 
 @pytest.fixture(name="launch")
 def _launch(tmp_path):
-  return Launcher(tmp_path)
+  launch = Launcher(tmp_path)
+  yield launch
+  launch.end_leftovers()
 
 
 def printed(result) -> list[list[str]]:
