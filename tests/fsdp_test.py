@@ -15,10 +15,11 @@ from mpl_jax import sharding
 from mpl_jax import train
 from tests.helpers import assert_close_on_scale, flat_params, tiny_config
 
-# max|a - b| / max|b| (tests/helpers.py) of the same training under another sharding: at
-# least 10x the worst figure of tools/tolerance_survey.py over five XLA:CPU code paths
-# (RELIABILITY.md, "Numerical tolerances"): 1.7e-6, UDA's student with 128-bit vectors.
-TOL_LAYOUT = 2e-5
+# max|a - b| / max|b| (tests/helpers.py) of each tensor after the same training under
+# another sharding: at least 10x the worst figure of tools/tolerance_survey.py over five
+# XLA:CPU code paths (RELIABILITY.md, "Numerical tolerances"): 5.6e-6, MPL's teacher with
+# 128-bit vectors.
+TOL_LAYOUT = 1e-4
 
 
 def test_fsdp_spec_splits_the_largest_divisible_dimension():
@@ -67,9 +68,9 @@ def test_fsdp_training_equals_data_parallel(tmp_path, method):
       jax.random.split(jax.random.key(0))[0])
   nets = ("student", "teacher") if method == "mpl" else ("student",)
   for net in nets:
-    dp = flat_params(getattr(results[1].state, net).params)
-    fsdp = flat_params(getattr(results[4].state, net).params)
-    assert not np.allclose(dp, flat_params(getattr(init, net).params))
+    dp = jax.device_get(getattr(results[1].state, net).params)
+    fsdp = jax.device_get(getattr(results[4].state, net).params)
+    assert not np.allclose(flat_params(dp), flat_params(getattr(init, net).params))
     assert_close_on_scale(fsdp, dp, TOL_LAYOUT, f"{net} parameters")
   assert set(results[4].eval_metrics) == set(results[1].eval_metrics)
   for key, value in results[1].eval_metrics.items():
@@ -88,8 +89,8 @@ def test_checkpoint_resumes_across_layouts(tmp_path):
   resumed = train.train_and_evaluate(c, str(tmp_path / "switch")).state
   assert int(resumed.step) == 40
   for net in ("student", "teacher"):
-    assert_close_on_scale(flat_params(getattr(resumed, net).params),
-                          flat_params(getattr(straight, net).params), TOL_LAYOUT,
+    assert_close_on_scale(jax.device_get(getattr(resumed, net).params),
+                          jax.device_get(getattr(straight, net).params), TOL_LAYOUT,
                           f"{net} parameters")
 
 

@@ -57,45 +57,50 @@ def cos_and_rel_error(a, b) -> tuple[float, float]:
 TOLERANCE_LOG = "MPL_TOLERANCE_LOG"
 
 
-def scaled_error(actual, desired, floor: float = 1e-3) -> float:
+def scaled_error(actual, desired, zero: float = 1e-5) -> float:
   """The worst over the leaves of two pytrees (or two arrays) of max|a - d| / scale.
 
   Each tensor's error is measured on its own scale, its largest |entry|: the rounding of a
   float32 sum is bounded by the size of its terms, not of its result, so a small entry of a
-  large tensor may carry an error far above its own size. A leaf whose scale is below
-  `floor` times the largest |entry| of the whole tree is measured on that floor instead:
-  such a leaf holds rounding only (the gradient of a bias that feeds training-mode
-  BatchNorm is 0 in exact arithmetic; the EfficientNet test's are 1e-7 of the tree's
-  largest entry, its smallest real gradient 2e-3).
+  large tensor may carry an error far above its own size. A tensor whose largest entry is
+  below `zero` times the tree's largest is 0 in exact arithmetic and holds rounding only
+  (the gradient of a bias that feeds training-mode BatchNorm: 1e-7 of the EfficientNet
+  test's largest gradient, whose smallest real one is 2e-3 of it); it is measured on the
+  tree's scale. The two trees must have the same structure and shapes.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  actual_leaves = [np.asarray(a, np.float64) for a in jax.tree.leaves(actual)]
-  desired_leaves = [np.asarray(d, np.float64) for d in jax.tree.leaves(desired)]
-  assert len(actual_leaves) == len(desired_leaves) > 0, "the two trees differ in leaves"
-  tree_scale = max(float(np.max(np.abs(d), initial=0.0)) for d in desired_leaves)
+  actual_flat, actual_tree = jax.tree_util.tree_flatten_with_path(actual)
+  desired_flat, desired_tree = jax.tree_util.tree_flatten_with_path(desired)
+  assert actual_tree == desired_tree, f"the trees differ: {actual_tree} and {desired_tree}"
+  assert desired_flat, "nothing to compare"
+  pairs = [(np.asarray(a, np.float64), np.asarray(d, np.float64))
+           for (_, a), (_, d) in zip(actual_flat, desired_flat)]
+  tree_scale = max(float(np.max(np.abs(d), initial=0.0)) for _, d in pairs)
   worst = 0.0
-  for a, d in zip(actual_leaves, desired_leaves):
+  for a, d in pairs:
     assert a.shape == d.shape, (a.shape, d.shape)
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(d))):
       return float("inf")
     error = float(np.max(np.abs(a - d), initial=0.0))
-    scale = max(float(np.max(np.abs(d), initial=0.0)), floor * tree_scale)
+    scale = float(np.max(np.abs(d), initial=0.0))
+    if scale < zero * tree_scale:
+      scale = tree_scale
     if error > 0.0:
       worst = max(worst, error / scale if scale > 0.0 else float("inf"))
   return worst
 
 
-def assert_close_on_scale(actual, desired, tol: float, name: str = "",
-                          floor: float = 1e-3) -> float:
-  """Asserts scaled_error(actual, desired, floor) <= tol; returns the measured error.
+def assert_close_on_scale(actual, desired, tol: float, name: str = "") -> float:
+  """Asserts scaled_error(actual, desired) <= tol; returns the measured error.
 
   For two float32 programs that compute one function with their operations in another order
   (remat, scan, sharding, micro-batches, processes, another CPU's vector width or
   convolution code): an element-wise rtol/atol pair fails on whichever small entry one
-  machine's rounding happened to hit. With MPL_TOLERANCE_LOG set, the measured error is
+  machine's rounding happened to hit. Pass pytrees, not one raveled vector, so that each
+  tensor is judged on its own scale. With MPL_TOLERANCE_LOG set, the measured error is
   also appended there, with the test and `name`, for tools/tolerance_survey.py.
   """
-  error = scaled_error(actual, desired, floor)
+  error = scaled_error(actual, desired)
   log = os.environ.get(TOLERANCE_LOG)
   if log:
     test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]

@@ -34,22 +34,32 @@ def test_each_tensor_of_a_tree_has_its_own_scale():
     assert_close_on_scale(actual, desired, 1e-3, "bias")
 
 
-def test_a_tensor_that_is_zero_in_exact_arithmetic_is_judged_on_the_floor():
+def test_a_tensor_that_is_zero_in_exact_arithmetic_is_judged_on_the_trees_scale():
   """A bias feeding BatchNorm: both programs give rounding of 1e-7 of the tree's scale;
-  measured on its own (noise) scale it would be off by 100%, on the floor by 1e-4."""
-  desired = {"kernel": np.array([84.0, -3.0]), "bias": np.array([3e-6, -1e-6])}
-  actual = {"kernel": desired["kernel"], "bias": np.array([-3e-6, 2e-6])}
-  assert scaled_error(actual, desired, floor=0.0) == pytest.approx(2.0)
-  assert scaled_error(actual, desired) == pytest.approx(6e-6 / 0.084)
+  on its own (noise) scale it would be off by 100%, on the tree's by 7e-8. A real but small
+  tensor (above 1e-5 of the tree's largest) keeps its own scale."""
+  desired = {"kernel": np.array([84.0, -3.0]), "bias": np.array([3e-6, -1e-6]),
+             "small": np.array([0.01, 0.002])}
+  actual = {"kernel": desired["kernel"], "bias": np.array([-3e-6, 2e-6]),
+            "small": desired["small"]}
+  assert scaled_error(actual, desired, zero=0.0) == pytest.approx(2.0)
+  assert scaled_error(actual, desired) == pytest.approx(6e-6 / 84.0)
+  actual["small"] = desired["small"] * 1.001
+  assert scaled_error(actual, desired) == pytest.approx(1e-3)
 
 
-def test_non_finite_values_and_mismatched_trees_fail():
+def test_non_finite_values_mismatched_trees_and_shapes_fail():
   assert scaled_error(np.array([1.0, np.nan]), np.array([1.0, 2.0])) == float("inf")
   with pytest.raises(AssertionError):
     assert_close_on_scale(np.array([1.0, np.inf]), np.array([1.0, 2.0]), 1.0)
   with pytest.raises(AssertionError):
     scaled_error({"a": np.zeros(2)}, {"a": np.zeros(2), "b": np.zeros(2)})
+  with pytest.raises(AssertionError, match="trees differ"):  # same leaf count, other names
+    scaled_error({"a": np.zeros(2)}, {"b": np.zeros(2)})
+  with pytest.raises(AssertionError):  # no broadcasting
+    scaled_error(np.zeros(3), np.zeros(1))
   assert scaled_error(np.zeros(3), np.zeros(3)) == 0.0  # equal zeros are equal
+  assert scaled_error(np.array([0.0, 1e-9]), np.zeros(2)) == float("inf")  # nothing is 0
 
 
 def test_the_measured_error_is_logged_for_the_survey(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from tests.helpers import assert_close_on_scale, flat_params, read_checkpoint, t
 
 # max|a - b| / max|b| (tests/helpers.py) of one training on 1 and on 8 devices: at least
 # 10x the worst figure of tools/tolerance_survey.py over five XLA:CPU code paths
-# (RELIABILITY.md, "Numerical tolerances"): 6.0e-7.
+# (RELIABILITY.md, "Numerical tolerances"): 6.5e-7, each tensor.
 TOL_DEVICES = 1e-5
 
 
@@ -30,9 +30,9 @@ def test_eight_devices_match_one_device(tmp_path):
     c.mesh.num_devices = n
     results[n] = train.train_and_evaluate(c, str(tmp_path / f"d{n}")).state
   for net in ("student", "teacher"):
-    one = flat_params(getattr(results[1], net).params)
-    eight = flat_params(getattr(results[8], net).params)
-    assert not np.allclose(one, flat_params(getattr(init, net).params))  # it trained
+    one = jax.device_get(getattr(results[1], net).params)
+    eight = jax.device_get(getattr(results[8], net).params)
+    assert not np.allclose(flat_params(one), flat_params(getattr(init, net).params))  # trained
     assert_close_on_scale(eight, one, TOL_DEVICES, f"{net} parameters")
 
 

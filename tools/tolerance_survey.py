@@ -15,11 +15,15 @@ set, thread count, convolution library); the variants reach such paths on this m
   one_core   --xla_cpu_multi_thread_eigen=false, pinned to one core with taskset
 
 Usage:
-  .venv/bin/python tools/tolerance_survey.py --out=tests/tolerance_survey.json
+  .venv/bin/python tools/tolerance_survey.py --out=tests/records/tolerance_survey.json
   .venv/bin/python tools/tolerance_survey.py --variants=house,sse4 --table_only \
-      --out=tests/tolerance_survey.json   # print the table of a stored survey
+      --out=tests/records/tolerance_survey.json   # print the table of a stored survey
 The table is markdown, for RELIABILITY.md ("Numerical tolerances"). A variant whose
 pytest run fails is reported as failed with its pytest summary line; the survey goes on.
+Tests marked slow are left out unless --marker says otherwise (pytest's summary line
+counts them as deselected). The settings reach processes that the tests start and that
+inherit the environment; tests/multihost_test.py's main.py processes drop MPL_* variables,
+so under ynnpack they keep the Eigen convolutions (their MLP has none).
 """
 
 import argparse
@@ -45,10 +49,29 @@ VARIANTS = {
 }
 
 
-def _calls(function: ast.AST) -> set[str]:
-  """The plain names a function calls (f(...), never obj.f(...))."""
-  return {node.func.id for node in ast.walk(function)
-          if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+def _references(function: ast.AST) -> set[str]:
+  """The names a function uses: f, and the attribute of module.f (a call, or the function
+  passed as a value, e.g. to jax.tree.map)."""
+  names = set()
+  for node in ast.walk(function):
+    if isinstance(node, ast.Name):
+      names.add(node.id)
+    elif isinstance(node, ast.Attribute):
+      names.add(node.attr)
+  return names
+
+
+def _functions(tree: ast.Module) -> dict[str, ast.AST]:
+  """Module-level functions by name, and the methods of module-level classes as
+  Class::method (pytest's node id)."""
+  out = {}
+  for node in tree.body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      out[node.name] = node
+    elif isinstance(node, ast.ClassDef):
+      out.update({f"{node.name}::{item.name}": item for item in node.body
+                  if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))})
+  return out
 
 
 def tests_that_compare(test_dir: pathlib.Path) -> list[str]:
@@ -59,17 +82,17 @@ def tests_that_compare(test_dir: pathlib.Path) -> list[str]:
   for path in sorted(test_dir.glob("*_test.py")):
     if path.name == "tolerances_test.py":
       continue
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    functions = {node.name: _calls(node) for node in tree.body
-                 if isinstance(node, ast.FunctionDef)}
+    functions = {name: _references(node)
+                 for name, node in _functions(ast.parse(path.read_text(encoding="utf-8"))).items()}
     reaching = {HELPER}
-    while True:  # a fixed point: functions calling functions that reach the helper
-      more = {name for name, calls in functions.items() if calls & reaching} - reaching
+    while True:  # a fixed point: functions using functions that reach the helper
+      more = {name for name, used in functions.items()
+              if used & {r.split("::")[-1] for r in reaching}} - reaching
       if not more:
         break
       reaching |= more
     selected += [f"{path.relative_to(ROOT).as_posix()}::{name}" for name in functions
-                 if name.startswith("test_") and name in reaching]
+                 if name.split("::")[-1].startswith("test_") and name in reaching]
   return selected
 
 
@@ -117,7 +140,7 @@ def table(runs: list[dict]) -> str:
   for (test, tol), cell in sorted(worst.items()):
     values = [cell.get(n) for n in names]
     top = max(v for v in values if v is not None)
-    margin = "exact" if top == 0 else f"{tol / top:.0f}x"
+    margin = "exact" if top == 0 else f"{tol / top:.0f}x" if top <= tol else "**FAILS**"
     cells = ["-" if v is None else f"{v:.1e}" for v in values]
     out.append(f"| {test.removeprefix('tests/')} | " + " | ".join(cells) +
                f" | {tol:.0e} | {margin} |")
