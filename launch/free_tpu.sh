@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs ON A TPU WORKER (launch/stop.sh --free and launch/watch.sh copy it there before each
-# start): ends what is left of a run and frees the TPU for the next one.
+# Runs ON A TPU WORKER (launch/stop.sh --free copies it there; launch/watch.sh calls that
+# before each start): ends what is left of a run and frees the TPU for the next one.
 #
 #   bash free_tpu.sh PID_FILE [GRACE_SECONDS]
 #
@@ -58,11 +58,11 @@ while read -r pid device; do
   echo "$host: ending process $pid, which holds $device"
   end -KILL "$pid"
 done < <(holders)
-for _ in 1 2 3 4 5; do
-  [[ -z $(holders) ]] && break
+for _ in 1 2 3 4 5; do  # SIGKILL takes a moment
+  left=$(holders)
+  [[ -z $left ]] && break
   sleep 1
 done
-left=$(holders)
 [[ -z $left ]] || { echo "$host: the TPU is still held: $left" >&2; exit 1; }
 
 lock=${MPL_TPU_LOCKFILE:-/tmp/libtpu_lockfile}

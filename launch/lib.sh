@@ -217,11 +217,11 @@ node_outcome() {
 # is a restart, and so are the others' crashes then (they lost a peer); all none is none
 # (never started here); all 0 is 0; else running.
 slice_status() {
-  local status worst="" none=0 running=0 finished=0
+  local status worst="" none=0 finished=0
   for status in "$@"; do
     case $status in
       none) none=$((none + 1)) ;;
-      running) running=$((running + 1)) ;;
+      running) ;;
       0) finished=$((finished + 1)) ;;
       *)
         case $(run_outcome "$status") in

@@ -14,8 +14,8 @@
 # gs://: every worker reads and writes the same checkpoints. LIBTPU_INIT_ARGS and XLA_FLAGS,
 # where the env file sets them, and the variables it names in WORKER_ENV reach main.py.
 # Each run is a process group of its own (setsid), which launch/free_tpu.sh ends whole.
-# A worker whose previous run is still alive refuses to start a second one. Rerunning after a stop or preemption
-# resumes from the newest checkpoint in WORKDIR. First, worker 0 checks the config for a
+# A worker whose previous run is still alive refuses to start a second one. Rerunning
+# after a stop or preemption resumes from the newest checkpoint in WORKDIR. First, worker 0 checks the config for a
 # run over all the slice's hosts (main.py --preflight_hosts): a bad field, or a data set
 # not on gs:// (data.data_dir) for a multi-host slice, stops here with exit status 2 and
 # nothing started.

@@ -82,9 +82,9 @@ if [[ $in_job == 1 ]]; then
   for file in "$status_dir"/*; do
     [[ -f $file ]] && statuses+=("$(cat "$file")")
   done
-  slice=$(slice_status "${statuses[@]}")
-  echo "=== srun exited $status; the tasks: ${statuses[*]:1}; the job: $(run_outcome "$slice")" >&2
-  if [[ $(run_outcome "$slice") == restart ]]; then  # stopped after a checkpoint: go on later
+  outcome=$(run_outcome "$(slice_status "${statuses[@]}")")
+  echo "=== srun exited $status; the tasks: ${statuses[*]:1}; the job: $outcome" >&2
+  if [[ $outcome == restart ]]; then  # stopped after a checkpoint: go on later
     if ((${SLURM_RESTART_COUNT:-0} >= MAX_REQUEUES)); then
       die "requeued $MAX_REQUEUES times (MAX_REQUEUES); not again"
     fi

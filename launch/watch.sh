@@ -82,8 +82,7 @@ steps_command=(gcloud storage ls "${WORKDIR%/}/checkpoints/")
 if ((DRY_RUN)); then
   echo "# every $every s: the TPU VM's state, the run's on every worker, the newest checkpoint:"
   join_quoted "${state_command[@]}"; echo
-  join_quoted gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
-    --strict-host-key-checking=no --worker=all --command="$run_state"; echo
+  tpu_ssh all "$run_state"
   join_quoted "${steps_command[@]}"; echo
   echo "# lost (preempted, stopped, failed, gone), or unknown/unreachable past the limit:"
   echo "$LAUNCH_DIR/delete.sh --yes $env_file"
@@ -98,10 +97,7 @@ fi
 
 note() { echo "[watch $(date -u +%FT%TZ)] $*" >&2; }
 script() { bash "$LAUNCH_DIR/$1" "${@:2}" "$env_file" >&2; }
-ssh_all() {
-  gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_TARGET[@]}" \
-    --strict-host-key-checking=no --worker=all --command="$1"
-}
+ssh_all() { tpu_ssh all "$1"; }
 
 # The node's state word, MISSING when gcloud says it does not exist, GCLOUD_ERROR when
 # gcloud failed otherwise (no network, an expired login, a quota on API calls).
