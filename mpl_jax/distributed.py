@@ -33,7 +33,6 @@ ENV_MODE = "MPL_DISTRIBUTED"
 ENV_COORDINATOR = "MPL_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "MPL_NUM_PROCESSES"
 ENV_PROCESS_ID = "MPL_PROCESS_ID"
-LEGACY_ENV_MODE = "MPL_JAX_DISTRIBUTED"  # earlier switch: any non-empty value = always
 MODES = ("auto", "never", "always")
 
 # What JAX's own SLURM detection needs: present only inside an `srun` step.
@@ -137,8 +136,6 @@ def plan(mode: str | None = None, environ: Mapping[str, str] | None = None,
   if mode is None:
     source = ENV_MODE
     mode = environ.get(ENV_MODE, "")
-    if not mode and environ.get(LEGACY_ENV_MODE):
-      mode, source = "always", LEGACY_ENV_MODE
   mode = (mode or "auto").strip().lower()
   if mode not in MODES:
     raise DistributedError(f"{source}={mode!r} is unknown; valid: {list(MODES)}")

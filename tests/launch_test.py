@@ -1133,7 +1133,6 @@ EXPLICIT = {"MPL_COORDINATOR_ADDRESS": "localhost:12355", "MPL_NUM_PROCESSES": "
     ({"MPL_DISTRIBUTED": "never", **EXPLICIT}, False, False, {}),
     ({"MPL_DISTRIBUTED": "always"}, False, True, {}),            # JAX must find the cluster
     ({"MPL_DISTRIBUTED": " Auto "}, False, False, {}),
-    ({"MPL_JAX_DISTRIBUTED": "1"}, False, True, {}),             # the earlier switch
 ])
 def test_distributed_plan_for_each_environment(environ, tpu, initialize, kwargs):
   from mpl_jax import distributed  # pylint: disable=g-import-not-at-top
