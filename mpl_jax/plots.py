@@ -89,18 +89,14 @@ def read_scalars(workdir: files.PathLike) -> Series:
 
   accumulator = event_accumulator.EventAccumulator(
       os.fspath(root / "tensorboard"),
-      size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
+      size_guidance={event_accumulator.TENSORS: 0})
   accumulator.Reload()
   by_tag: dict[str, dict[int, float]] = {}
-  listed = accumulator.Tags()
-  for tag in listed.get(event_accumulator.TENSORS, []):
+  for tag in accumulator.Tags().get(event_accumulator.TENSORS, []):
     for event in accumulator.Tensors(tag):
       value = tensor_util.make_ndarray(event.tensor_proto)
       if value.size == 1:  # scalars only; other summaries are not curves
         by_tag.setdefault(tag, {})[event.step] = float(value.reshape(()))
-  for tag in listed.get(event_accumulator.SCALARS, []):  # the legacy scalar summaries
-    for event in accumulator.Scalars(tag):
-      by_tag.setdefault(tag, {})[event.step] = float(event.value)
   return {tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)]))
           for tag, points in by_tag.items()}
 
