@@ -289,6 +289,17 @@ def collect_ops(trace_dir: str) -> dict[str, Any]:
           "lines": sorted({f"{plane}: {line.name}" for plane, line in lines})}
 
 
+def kernel_rows(kernels: dict[str, list]) -> list[list]:
+  """The [hlo_op, kernel name, launches, seconds] rows of a collected trace's `kernels`.
+
+  Traces saved before kernels were keyed by (hlo_op, name), such as the one under
+  benchmarks/results/profile_h200/, hold [hlo_op, launches, seconds] under the kernel's
+  name: one row per kernel name, under the first hlo_op it ran in.
+  """
+  return [row if len(row) == 4 else [row[0], key, row[1], row[2]]
+          for key, row in kernels.items()]
+
+
 def _instruction(info: dict[str, dict[str, Any]], op: str) -> dict[str, Any] | None:
   """The instruction an hlo_op names; a kernel of several (`a, b`) counts as its first."""
   return info.get(op) or info.get(op.split(",")[0].strip())
@@ -309,8 +320,7 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
   kinds = {k: {"time_s": 0.0, "flops": 0.0, "bytes": 0.0, "instructions": 0.0}
            for k in KINDS}
   by_op: dict[str, list] = collections.defaultdict(list)
-  for key, row in (kernels or {}).items():  # older traces: keyed by the kernel's name
-    op, name, launches, seconds = row if len(row) == 4 else (row[0], key, row[1], row[2])
+  for op, name, launches, seconds in kernel_rows(kernels or {}):
     by_op[op].append((name, launches, seconds))
   unmatched = 0.0
 
@@ -339,8 +349,7 @@ def summarize(ops_s: dict[str, float], hlo_text: str, steps: int, step_flops: fl
       add(entry, seconds, 1)
     else:
       unresolved[op] = seconds
-  # Their kernels, matched by name. (Older traces kept one row per kernel name, under the
-  # first hlo_op it ran in, so the graphs' kernels are matched as one group.)
+  # Their kernels, matched by name.
   matched = 0.0
   for op, rows in by_op.items():
     if _instruction(info, op) is not None:
@@ -440,12 +449,10 @@ def report(record: dict[str, Any], collected: dict[str, Any], hlo_text: str,
            steps: int, limits: dict[str, float] | None, dtype: str) -> dict[str, Any]:
   """The per-kind summary (and the floor, given the device's ceilings) of one profile."""
   summary = summarize(collected["ops_s"], hlo_text, steps, record["step_flops_hlo"],
-                      collected.get("kernels"))
+                      collected["kernels"])
   # The GPU's gaps between its first and last kernel: launches, host work, waits.
   summary["idle_s"] = max(0.0, record["span_s_per_step"] - record["busy_s_per_step"])
-  rows = [r if len(r) == 4 else [r[0], name, r[1], r[2]]
-          for name, r in collected["kernels"].items()]
-  top = sorted(rows, key=lambda r: -r[3])[:25]
+  top = sorted(kernel_rows(collected["kernels"]), key=lambda r: -r[3])[:25]
   summary["top_kernels"] = [{"kernel": name, "hlo_op": op, "count": n,
                              "time_s_per_step": t / steps} for op, name, n, t in top]
   peak = timing.peak_flops(record["device"], dtype)
@@ -506,10 +513,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.step_flops:
       saved["record"]["step_flops_hlo"] = args.step_flops
     summary = report(saved["record"], saved["collected"], hlo_text, saved["steps"],
-                     saved.get("ceilings"), saved["dtype"])
+                     saved["ceilings"], saved["dtype"])
     print_table(summary, saved["record"])
     timing.emit({"benchmark": "profile_gpu", **saved["case"], **saved["record"],
-                 "ceilings": saved.get("ceilings"), "summary": summary,
+                 "ceilings": saved["ceilings"], "summary": summary,
                  "from_saved": os.path.basename(args.from_saved)})
     return
   before = step_bench.set_up(args)

@@ -205,4 +205,3 @@ def test_older_traces_kernel_rows_keyed_by_name_are_matched_too():
   assert summary["kinds"]["conv_forward"]["flops"] == CONV_FLOPS
   assert summary["unmatched_time_s"] == pytest.approx(0)
   assert summary["kernel_time_s"] == pytest.approx(sum(ops.values()) / steps)
-  assert summary["kernel_time_s"] == pytest.approx(sum(ops.values()) / steps)
