@@ -9,7 +9,8 @@ instruction is. Kinds of work, per step:
   conv_forward, conv_input_grad,   cuDNN's convolutions (custom calls __cudnn$conv*):
   conv_filter_grad                 their FLOPs from the HLO shapes, and TFLOP/s; a
                                    forward call under autodiff's transpose is an input
-                                   gradient
+                                   gradient. XLA:CPU's `convolution` instructions are told
+                                   apart by `conv_kind` (no FLOPs)
   matmul                           cuBLAS / Triton matrix products (the heads)
   reductions                       fusions that reduce: BatchNorm's statistics and their
                                    gradients, the losses, the reward's dot product
@@ -69,8 +70,10 @@ _CONV_TARGETS = {"__cudnn$convForward": "conv_forward",
 _MATMUL_TARGETS = ("__cublas$gemm", "__cublas$lt$matmul", "__triton_gemm", "__cudnn$fusion",
                    "__cublas$lt")
 _COPY_OPS = {"copy", "transpose", "concatenate", "pad", "reverse", "copy-start",
-             "copy-done", "slice", "dynamic-slice", "dynamic-update-slice", "bitcast"}
+             "copy-done", "slice", "dynamic-slice", "dynamic-update-slice"}
+# No work of their own: a bitcast reinterprets its operand's buffer and moves nothing.
 _PLUMBING = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
+_CONV_KINDS = ("conv_filter_grad", "conv_input_grad", "conv_forward")  # a fusion's, first
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
           "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
@@ -81,6 +84,8 @@ _CALLS = re.compile(r"(?:calls|to_apply)=%?([\w.\-]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _COMMENT = re.compile(r"/\*.*?\*/")
 _DIM_LABELS = re.compile(r"dim_labels=(\w+)_(\w+)->(\w+)")
+_OUTPUT_SHAPE = re.compile(r"=\s*\w+\[([\d,]+)\]")
+_WINDOW = re.compile(r"window=\{size=([\dx]+)")
 # Where an instruction's operand list ends and its attributes begin.
 _ATTRIBUTES = re.compile(r"\),\s*(?:kind|calls|custom_call_target|window|dim_labels|"
                          r"metadata|backend_config|dimensions|slice|to_apply|"
@@ -170,6 +175,25 @@ def instruction_bytes(inst: Instruction,
   return out
 
 
+def conv_kind(line: str) -> str:
+  """conv_forward, conv_input_grad or conv_filter_grad: what an XLA `convolution` computes.
+
+  XLA:CPU rewrites all three into one form (b01f_01io->b01f) with transposes around, so
+  the dimension labels do not tell them apart. The filter gradient is the convolution
+  whose window is larger than its output (it slides the output gradient over the input,
+  and its output is a kernel); the input gradient is the one JAX's autodiff wrote
+  (`transpose(` in its op_name); the rest are forward passes.
+  """
+  shape = _OUTPUT_SHAPE.search(line)
+  window = _WINDOW.search(line)
+  if shape and window:
+    dims = [int(d) for d in shape.group(1).split(",")]
+    size = [int(d) for d in window.group(1).split("x")]
+    if len(dims) == 4 and len(size) == 2 and size[0] > dims[1]:
+      return "conv_filter_grad"
+  return "conv_input_grad" if "transpose(" in line else "conv_forward"
+
+
 def _op_name(line: str) -> str:
   m = re.search(r'op_name="([^"]*)"', line)
   return m.group(1) if m else ""
@@ -185,7 +209,8 @@ def classify(hlo_text: str) -> dict[str, dict[str, Any]]:
            if i.opcode not in _PLUMBING]
     opcodes = {op for op, _ in ops}
     if "convolution" in opcodes:
-      return "conv_forward"
+      return min((conv_kind(text) for op, text in ops if op == "convolution"),
+                 key=_CONV_KINDS.index)
     if opcodes & {"dot"}:
       return "matmul"
     if opcodes & {"reduce", "reduce-window"}:
@@ -220,7 +245,7 @@ def classify(hlo_text: str) -> dict[str, dict[str, Any]]:
         else:
           kind = "other"
       elif opcode == "convolution":
-        kind = "conv_forward"
+        kind = conv_kind(line)
       elif opcode == "dot":
         kind = "matmul"
       elif opcode == "fusion":

@@ -4,7 +4,8 @@ Both frameworks run the step of `benchmarks/compare.py` (WRN-depth-width, B labe
 mu B unlabeled images, reinforce/dot) under their own profiler, a few steps after warm-up:
 
   JAX      `jax.profiler.trace`; XLA:CPU records one event per executed HLO instruction
-           (thunk), matched to the compiled module's text to say what it is. Its
+           (thunk), matched to the compiled module's text to say what it is (the
+           classifier of `benchmarks/profile_gpu.py`, its kinds merged as below). Its
            convolutions run asynchronously on the intra-op thread pool and their events
            time only the launch, so the JAX side gives the thread-seconds of the other
            kinds (`kinds_thread_s`) and the traced step's wall time; the convolutions'
@@ -19,8 +20,10 @@ and sums the time per kind of work, per step:
                                  fuses; PyTorch's batch_norm*, leaky_relu*, add, ...)
   optimizer_and_ema              the two SGD updates and the EMA (PyTorch only: XLA fuses
                                  them into elementwise kernels)
-  copies                         layout changes (transposes, copies, concatenations)
-  other                          the rest (matrix products of the head, slicing, ...)
+  copies                         layout changes (transposes, copies, concatenations;
+                                 XLA's slices, which copy)
+  other                          the rest (matrix products of the head, PyTorch's slicing
+                                 and indexing, ...)
 
 Profilers add overhead and the two count differently (XLA's events can overlap on its two
 threads; PyTorch's self time is per operator), so the shares, not the sums, are what to
@@ -32,7 +35,6 @@ compare, with the untraced step times of the same record beside them.
 import argparse
 import collections
 import glob
-import re
 import sys
 import tempfile
 import time
@@ -45,62 +47,16 @@ from benchmarks import profile_gpu
 from benchmarks import step_bench
 from benchmarks import timing
 
-_CALLS = re.compile(r"(?:calls|to_apply)=%?([\w.\-]+)")
-_OUTPUT_SHAPE = re.compile(r"=\s*\w+\[([\d,]+)\]")
-_WINDOW = re.compile(r"window=\{size=([\dx]+)")
 _OPTIMIZER_OPS = ("_foreach", "lerp", "sgd", "optimizer")
-_PLUMBING = {"parameter", "constant", "tuple", "get-tuple-element"}
-_COPIES = {"copy", "transpose", "concatenate", "pad", "reverse", "bitcast", "broadcast"}
-
-
-def conv_kind(line: str) -> str:
-  """forward, input or filter gradient, from an HLO convolution's line.
-
-  XLA:CPU rewrites all three into one form (b01f_01io->b01f) with transposes around, so
-  the dimension labels do not tell them apart. The filter gradient is the convolution
-  whose window is larger than its output (it slides the output gradient over the input,
-  and its output is a kernel); the input gradient is the one JAX's autodiff wrote
-  (`transpose(` in its op_name); the rest are forward passes.
-  """
-  shape = _OUTPUT_SHAPE.search(line)
-  window = _WINDOW.search(line)
-  if shape and window:
-    dims = [int(d) for d in shape.group(1).split(",")]
-    size = [int(d) for d in window.group(1).split("x")]
-    if len(dims) == 4 and len(size) == 2 and size[0] > dims[1]:
-      return "conv_filter_grad"
-  return "conv_input_grad" if "transpose(" in line else "conv_forward"
+# profile_gpu's kinds as this profile names them (the PyTorch side's kinds).
+_KINDS = {"matmul": "other", "reductions": "batch_norm_and_elementwise",
+          "elementwise": "batch_norm_and_elementwise"}
 
 
 def classify_hlo(hlo_text: str) -> dict[str, str]:
   """Each instruction name of an optimized HLO module -> its kind of work."""
-  computations = {name: [(i.name, i.opcode, i.line) for i in instructions]
-                  for name, instructions in profile_gpu.parse_hlo(hlo_text).items()}
-
-  def kind_of(opcode: str, line: str, depth: int = 0) -> str:
-    if opcode == "convolution":
-      return conv_kind(line)
-    if opcode in ("fusion", "call", "custom-call") and depth < 4:
-      called = _CALLS.findall(line)
-      inner = [kind_of(op, text, depth + 1) for c in called
-               for _, op, text in computations.get(c, ()) if op not in _PLUMBING]
-      for conv in ("conv_filter_grad", "conv_input_grad", "conv_forward"):
-        if conv in inner:
-          return conv
-      if inner and all(k == "copies" for k in inner):
-        return "copies"
-      return "batch_norm_and_elementwise" if inner else "other"
-    if opcode in _COPIES:
-      return "copies"
-    if opcode in ("dot", "slice", "dynamic-slice", "dynamic-update-slice", "gather"):
-      return "other"
-    return "batch_norm_and_elementwise"
-
-  kinds = {}
-  for instructions in computations.values():
-    for name, opcode, line in instructions:
-      kinds[name] = kind_of(opcode, line)
-  return kinds
+  return {name: _KINDS.get(entry["kind"], entry["kind"])
+          for name, entry in profile_gpu.classify(hlo_text).items()}
 
 
 def _xplane_events(trace_dir: str):

@@ -161,6 +161,7 @@ def test_profile_step_tells_the_three_convolutions_apart():
   XLA:CPU compiles them (with this suite's XLA options, those of main.py)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from benchmarks import profile_gpu  # pylint: disable=g-import-not-at-top
   from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
 
   def conv(x, k):
@@ -176,7 +177,7 @@ def test_profile_step_tells_the_three_convolutions_apart():
   kinds = profile_step.classify_hlo(text)
   convs = sorted(v for v in kinds.values() if v.startswith("conv_"))
   assert convs == ["conv_filter_grad", "conv_forward", "conv_input_grad"], kinds
-  assert profile_step.conv_kind(
+  assert profile_gpu.conv_kind(
       "%c = f32[16,3,3,32]{3,2,1,0} convolution(%a, %b), window={size=32x32 pad=1_1x1_1}"
   ) == "conv_filter_grad"
 
