@@ -27,7 +27,6 @@ No TensorFlow, clu or ml_collections: this runs on a box that has only JAX, Flax
 
 import argparse
 import itertools
-import os
 import sys
 from typing import Any
 
@@ -44,20 +43,13 @@ def add_cpu_convolutions_flag(parser) -> None:
   parser.add_argument(
       "--cpu_convolutions", default="default", choices=xla_options.CHOICES,
       help="XLA:CPU convolution library: default (XLA's own, YNNPACK) or eigen (what "
-           "main.py sets; mpl_jax/xla_options.py)")
-
-
-def set_cpu_convolutions(kind: str) -> None:
-  """Picks XLA:CPU's convolution library; must run before JAX creates its backend."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if kind == "eigen" and xla_options.EIGEN_CONVOLUTIONS not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " " + xla_options.EIGEN_CONVOLUTIONS).strip()
+           "main.py sets; mpl_jax/xla_options.py), unless XLA_FLAGS chooses already")
 
 
 def set_up(args, *, wait: bool = True) -> dict[str, Any] | None:
   """What every JAX benchmark does first, before JAX starts: the CPU convolution library
   of --cpu_convolutions, then (with `wait`) the quiet-machine check; returns its reading."""
-  set_cpu_convolutions(args.cpu_convolutions)
+  xla_options.set_cpu_convolutions(args.cpu_convolutions)
   return timing.wait_until_quiet(args) if wait else None
 
 

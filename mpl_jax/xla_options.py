@@ -3,9 +3,11 @@
 On the CPU, XLA sends convolutions to YNNPACK by default; sending them to Eigen makes a
 WRN's forward+backward about 2x faster on the project's CPU and the whole MPL step about
 3x faster (BENCHMARKS.md, must-show 2). The flag is experimental: an XLA that does not
-know a flag in XLA_FLAGS aborts, so it is set only for the jaxlib versions it was
+know a flag in XLA_FLAGS aborts, so main.py sets it only for the jaxlib versions it was
 measured with, only when XLA_FLAGS does not choose already, and never when
-MPL_CPU_CONVOLUTIONS=default. It touches only XLA:CPU; GPU and TPU programs are unchanged.
+MPL_CPU_CONVOLUTIONS=default. The benchmarks' --cpu_convolutions applies its choice on
+any jaxlib (`set_cpu_convolutions`). It touches only XLA:CPU; GPU and TPU programs are
+unchanged.
 """
 
 import importlib.metadata
@@ -18,6 +20,22 @@ MEASURED_JAXLIB = ("0.10.2",)
 CHOICES = ("eigen", "default")
 
 
+def set_cpu_convolutions(choice: str) -> bool:
+  """Applies a CPU-convolution choice to XLA_FLAGS; True if it added the Eigen flag.
+
+  eigen adds the flag unless XLA_FLAGS sets the option already (that choice stays);
+  default leaves XLA's own convolutions. It must run before JAX creates its backend.
+  Raises ValueError for a choice not in CHOICES.
+  """
+  if choice not in CHOICES:
+    raise ValueError(f"CPU convolutions {choice!r} are unknown; valid: {list(CHOICES)}")
+  flags = os.environ.get("XLA_FLAGS", "")
+  if choice == "default" or "xla_cpu_experimental_ynn_fusion_type" in flags:
+    return False
+  os.environ["XLA_FLAGS"] = (flags + " " + EIGEN_CONVOLUTIONS).strip()
+  return True
+
+
 def prefer_eigen_cpu_convolutions() -> bool:
   """Adds the Eigen-convolution flag to XLA_FLAGS where that is safe; True if it did.
 
@@ -27,16 +45,11 @@ def prefer_eigen_cpu_convolutions() -> bool:
   if choice not in CHOICES:
     raise ValueError(f"MPL_CPU_CONVOLUTIONS={choice!r} is unknown; use eigen (what is set "
                      "when it is unset) or default (XLA's own CPU convolutions)")
-  if choice == "default":
-    return False
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_cpu_experimental_ynn_fusion_type" in flags:  # the user chose
-    return False
   try:
     version = importlib.metadata.version("jaxlib")
   except importlib.metadata.PackageNotFoundError:
     return False
   if version not in MEASURED_JAXLIB:
     return False
-  os.environ["XLA_FLAGS"] = (flags + " " + EIGEN_CONVOLUTIONS).strip()
-  return True
+  return set_cpu_convolutions(choice)
+

@@ -35,6 +35,24 @@ def test_eigen_convolutions_only_where_measured_and_not_chosen(monkeypatch):
   assert "XLA_FLAGS" not in os.environ
 
 
+def test_the_benchmarks_choice_is_applied_on_any_jaxlib(monkeypatch):
+  """--cpu_convolutions=eigen asks for the flag: set on an unmeasured jaxlib too."""
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setattr(xla_options, "MEASURED_JAXLIB", ("0.0.0",))
+  assert not xla_options.set_cpu_convolutions("default")
+  assert "XLA_FLAGS" not in os.environ
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  assert xla_options.set_cpu_convolutions("eigen")
+  assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                     + xla_options.EIGEN_CONVOLUTIONS)
+  assert not xla_options.set_cpu_convolutions("eigen")  # once
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+  assert not xla_options.set_cpu_convolutions("eigen")  # XLA_FLAGS chose already
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+  with pytest.raises(ValueError, match=r"'Eigen' are unknown; valid: \['eigen', 'default'\]"):
+    xla_options.set_cpu_convolutions("Eigen")
+
+
 @pytest.mark.skipif(
     importlib.metadata.version("jaxlib") not in xla_options.MEASURED_JAXLIB,
     reason="the option is only set for the jaxlib it was measured with")
