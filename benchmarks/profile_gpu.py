@@ -59,6 +59,7 @@ import jax
 from benchmarks import jax_case
 from benchmarks import step_bench
 from benchmarks import timing
+from mpl_jax import xla_options
 
 KINDS = ("conv_forward", "conv_input_grad", "conv_filter_grad", "matmul", "reductions",
          "elementwise", "copies", "other")
@@ -457,12 +458,10 @@ def profile(case: jax_case.Case, steps: int, warmup: int) -> tuple[dict[str, Any
       traced = sum(runner.step() for _ in range(steps)) / steps  # the profiler's own
       # start and stop (writing the trace) left out
     collected = collect_ops(trace_dir)
-  analysis = runner.compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else {}
   record = {"step_time_s": timing.median(untraced), "step_times_s": untraced,
             "traced_step_time_s": traced, "step_flops_hlo": runner.hlo_flops,
-            "xla_bytes_accessed": float((analysis or {}).get("bytes accessed", 0.0)),
+            "xla_bytes_accessed": float(
+                xla_options.cost_analysis(runner.compiled).get("bytes accessed", 0.0)),
             "busy_s_per_step": collected["busy_s"] / steps,
             "span_s_per_step": collected["span_s"] / steps,
             "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),

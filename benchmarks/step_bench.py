@@ -55,10 +55,7 @@ def set_up(args, *, wait: bool = True) -> dict[str, Any] | None:
 
 def flops(computation) -> float:
   """Total FLOPs from XLA's cost analysis of a compiled (or lowered) computation."""
-  analysis = computation.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
-    analysis = analysis[0] if analysis else {}
-  return float((analysis or {}).get("flops", 0.0))
+  return float(xla_options.cost_analysis(computation).get("flops", 0.0))
 
 
 def hlo_flops(traced) -> float | None:

@@ -1,4 +1,4 @@
-"""XLA options the entry points set before JAX creates its backend.
+"""XLA options the entry points set before JAX creates its backend, and XLA's cost analysis.
 
 On the CPU, XLA sends convolutions to YNNPACK by default; sending them to Eigen makes a
 WRN's forward+backward about 2x faster on the project's CPU and the whole MPL step about
@@ -8,6 +8,8 @@ measured with, only when XLA_FLAGS does not choose already, and never when
 MPL_CPU_CONVOLUTIONS=default. The benchmarks' --cpu_convolutions applies its choice on
 any jaxlib (`set_cpu_convolutions`). It touches only XLA:CPU; GPU and TPU programs are
 unchanged.
+
+No TensorFlow and no JAX import here: tools that run without them read this module.
 """
 
 import importlib.metadata
@@ -53,3 +55,15 @@ def prefer_eigen_cpu_convolutions() -> bool:
     return False
   return set_cpu_convolutions(choice)
 
+
+def cost_analysis(compiled) -> dict[str, float]:
+  """XLA's cost analysis of a compiled (or lowered) computation, as one dict.
+
+  Keys as XLA names them ('flops', 'bytes accessed', ...). Depending on the JAX version
+  `cost_analysis()` returns a dict or a list of one dict per device program; no analysis
+  (None or an empty list) is {}.
+  """
+  costs = compiled.cost_analysis()
+  if isinstance(costs, (list, tuple)):
+    costs = costs[0] if costs else {}
+  return dict(costs or {})

@@ -53,6 +53,43 @@ def test_the_benchmarks_choice_is_applied_on_any_jaxlib(monkeypatch):
     xla_options.set_cpu_convolutions("Eigen")
 
 
+class _Analysed:
+  """A computation whose cost_analysis() returns what it is given."""
+
+  def __init__(self, costs):
+    self.costs = costs
+
+  def cost_analysis(self):
+    return self.costs
+
+
+@pytest.mark.parametrize("costs,expected", [
+    ({"flops": 6.0}, {"flops": 6.0}),                                # a dict
+    ([{"flops": 6.0, "bytes accessed": 8.0}], {"flops": 6.0, "bytes accessed": 8.0}),
+    ((), {}),                                                        # no program
+    (None, {}),                                                      # no analysis
+])
+def test_cost_analysis_is_one_dict(costs, expected):
+  assert xla_options.cost_analysis(_Analysed(costs)) == expected
+
+
+def test_cost_analysis_of_this_jax():
+  """A 4x8 by 8x2 product, compiled and lowered: 2*4*8*2 FLOPs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  lowered = jax.jit(jnp.matmul).lower(jnp.ones((4, 8)), jnp.ones((8, 2)))
+  for computation in (lowered, lowered.compile()):
+    assert xla_options.cost_analysis(computation)["flops"] == 2 * 4 * 8 * 2
+
+
+def test_the_module_imports_neither_jax_nor_tensorflow():
+  code = ("import sys; import mpl_jax.xla_options; "
+          "print(sorted(m for m in ('jax', 'tensorflow') if m in sys.modules))")
+  done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                        text=True, timeout=60)
+  assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
 @pytest.mark.skipif(
     importlib.metadata.version("jaxlib") not in xla_options.MEASURED_JAXLIB,
     reason="the option is only set for the jaxlib it was measured with")
