@@ -56,8 +56,9 @@ def shear_amount(magnitude: float) -> float:
   return magnitude / MAX_LEVEL * 0.3
 
 
-def translate_pixels(magnitude: float, translate_const: float) -> float:
-  """Translation in pixels before the random sign: translate_const at M = 10."""
+def translate_pixels(magnitude: float, translate_const):
+  """Translation in pixels before the random sign: translate_const at M = 10 (a float
+  tensor where translate_const is one)."""
   return magnitude / MAX_LEVEL * translate_const
 
 
@@ -77,9 +78,10 @@ def solarize_threshold(magnitude: float) -> int:
   return int(magnitude / MAX_LEVEL * 256) % 256
 
 
-def cutout_size(magnitude: float, cutout_const: float) -> int:
-  """Side of the RandAugment cutout square: 2 * int(M / 10 * cutout_const)."""
-  return 2 * int(magnitude / MAX_LEVEL * cutout_const)
+def cutout_size(magnitude: float, cutout_const) -> tf.Tensor:
+  """Side of the RandAugment cutout square, 2 * int(M / 10 * cutout_const): an int32
+  scalar tensor (cutout_const may be one)."""
+  return 2 * tf.cast(magnitude / MAX_LEVEL * cutout_const, tf.int32)
 
 
 # ----------------------------------------------------------------------------------
@@ -260,14 +262,13 @@ def _default_const(image: tf.Tensor, const: float | None) -> tf.Tensor:
 def _translate_op(translate_fn):
   def op(image, magnitude, seed, settings):
     const = _default_const(image, settings.translate_const)
-    pixels = _random_sign(magnitude / MAX_LEVEL * const, seed)
+    pixels = _random_sign(translate_pixels(magnitude, const), seed)
     return translate_fn(image, pixels, settings.fill)
   return op
 
 
 def _cutout_op(image, magnitude, seed, settings):
-  const = _default_const(image, settings.cutout_const)
-  size = 2 * tf.cast(magnitude / MAX_LEVEL * const, tf.int32)
+  size = cutout_size(magnitude, _default_const(image, settings.cutout_const))
   return augment.cutout(image, size, seed, settings.fill)
 
 
