@@ -1,9 +1,6 @@
 """`make demo`: TwoMoon, supervised vs pseudo labels vs MPL, one seed, with a figure."""
 
-import sys
-
 from absl import app
-from absl import logging
 from absl import flags
 
 _WORKDIR = flags.DEFINE_string("workdir", "demo_workdir", "Where runs and the PNG go.")
@@ -14,13 +11,7 @@ _STEPS = flags.DEFINE_integer("num_steps", None, "Override the steps per method.
 def main(argv):
   del argv
   from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
-  try:
-    xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts; MPL_CPU_CONVOLUTIONS
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
+  xla_options.set_up_entry_point()  # as main.py: before JAX starts
   from mpl_jax import demo  # pylint: disable=g-import-not-at-top
   demo.run(_WORKDIR.value, seed=_SEED.value, num_steps=_STEPS.value)
 

@@ -4,7 +4,6 @@ import re
 import sys
 
 from absl import app
-from absl import logging
 from absl import flags
 from ml_collections import config_flags
 
@@ -63,13 +62,7 @@ def main(argv):
   if _PREFLIGHT.value:
     sys.exit(_preflight(_PREFLIGHT.value))
   from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
-  try:
-    xla_options.prefer_eigen_cpu_convolutions()  # before JAX starts; MPL_CPU_CONVOLUTIONS
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
+  xla_options.set_up_entry_point()  # before JAX starts; MPL_CPU_CONVOLUTIONS, log level
   # Before any other JAX call: join the other processes of a multi-host run, if any.
   from mpl_jax import distributed  # pylint: disable=g-import-not-at-top
   try:

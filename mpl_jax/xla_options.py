@@ -3,17 +3,19 @@
 On the CPU, XLA sends convolutions to YNNPACK by default; sending them to Eigen makes a
 WRN's forward+backward about 2x faster on the project's CPU and the whole MPL step about
 3x faster (BENCHMARKS.md, must-show 2). The flag is experimental: an XLA that does not
-know a flag in XLA_FLAGS aborts, so main.py sets it only for the jaxlib versions it was
-measured with, only when XLA_FLAGS does not choose already, and never when
-MPL_CPU_CONVOLUTIONS=default. The benchmarks' --cpu_convolutions applies its choice on
-any jaxlib (`set_cpu_convolutions`). It touches only XLA:CPU; GPU and TPU programs are
-unchanged.
+know a flag in XLA_FLAGS aborts, so main.py and demo.py (`set_up_entry_point`) set it only
+for the jaxlib versions it was measured with, only when XLA_FLAGS does not choose already,
+and never when MPL_CPU_CONVOLUTIONS=default. The benchmarks' --cpu_convolutions applies
+its choice on any jaxlib (`set_cpu_convolutions`). It touches only XLA:CPU; GPU and TPU
+programs are unchanged.
 
-No TensorFlow and no JAX import here: tools that run without them read this module.
+Nothing here imports TensorFlow or JAX (absl only inside set_up_entry_point): tools that
+run without them read this module.
 """
 
 import importlib.metadata
 import os
+import sys
 
 EIGEN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 MEASURED_JAXLIB = ("0.10.2",)
@@ -54,6 +56,24 @@ def prefer_eigen_cpu_convolutions() -> bool:
   if version not in MEASURED_JAXLIB:
     return False
   return set_cpu_convolutions(choice)
+
+
+def set_up_entry_point() -> None:
+  """What main.py and demo.py do first inside absl's app.run, before JAX starts.
+
+  Eigen CPU convolutions where safe (an unknown MPL_CPU_CONVOLUTIONS prints one line and
+  exits 2), and absl logs at WARNING unless --verbosity was given (orbax logs every save
+  at INFO).
+  """
+  try:
+    prefer_eigen_cpu_convolutions()
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def cost_analysis(compiled) -> dict[str, float]:

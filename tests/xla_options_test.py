@@ -53,6 +53,36 @@ def test_the_benchmarks_choice_is_applied_on_any_jaxlib(monkeypatch):
     xla_options.set_cpu_convolutions("Eigen")
 
 
+@pytest.mark.parametrize("script,args", [
+    ("main.py", ["--config=configs/twomoon.py", "--workdir=unused"]),
+    ("demo.py", ["--workdir=unused"])])
+def test_entry_points_reject_an_unknown_choice_in_one_line(script, args):
+  env = dict(os.environ, MPL_CPU_CONVOLUTIONS="egien", TF_CPP_MIN_LOG_LEVEL="3")
+  done = subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines() == [
+      "error: MPL_CPU_CONVOLUTIONS='egien' is unknown; use eigen (what is set when it is "
+      "unset) or default (XLA's own CPU convolutions)"]
+
+
+def test_entry_points_log_warnings_unless_verbosity_is_given(monkeypatch):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("MPL_CPU_CONVOLUTIONS", "default")
+  before = logging.get_verbosity()
+  try:
+    logging.set_verbosity(logging.INFO)
+    monkeypatch.setattr(flags.FLAGS["verbosity"], "present", 1)
+    xla_options.set_up_entry_point()
+    assert logging.get_verbosity() == logging.INFO
+    monkeypatch.setattr(flags.FLAGS["verbosity"], "present", 0)
+    xla_options.set_up_entry_point()
+    assert logging.get_verbosity() == logging.WARNING
+  finally:
+    logging.set_verbosity(before)
+
+
 class _Analysed:
   """A computation whose cost_analysis() returns what it is given."""
 
