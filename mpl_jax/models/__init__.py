@@ -54,8 +54,6 @@ def _build_mlp(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
 def _build_wide_resnet(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
   _check_fields(cfg, {"depth", "width", "dropout_rate", "bn_momentum"}, {"dtype"})
   depth, width = cfg["depth"], cfg["width"]
-  if depth < 10 or (depth - 4) % 6:
-    raise ValueError(f"model.depth={depth} must be 6n + 4 with n >= 1 (28 for WRN-28-k)")
   if width < 1 or int(width) != width:
     raise ValueError(f"model.width={width} must be a positive integer")
   _check_rates(cfg)

@@ -78,10 +78,15 @@ class WideResNet(nn.Module):
   stem_channels: int | None = None
   dtype: Any = jnp.float32
 
+  def __post_init__(self):
+    # At construction, so that building the module from a config checks it.
+    if self.depth < 10 or (self.depth - 4) % 6:
+      raise ValueError(f"model.depth={self.depth} must be 6n + 4 with n >= 1 (28 for "
+                       "WRN-28-k)")
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if (self.depth - 4) % 6 or self.depth < 10:
-      raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {self.depth}")
     blocks_per_group = (self.depth - 4) // 6
     norm = layers.batch_norm(train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype)
