@@ -19,7 +19,6 @@ from mpl_jax.data import image_checks
 from mpl_jax.data import splits as splits_lib
 from mpl_jax.data import tfds_arrays
 
-NAMES = ("cifar10", "svhn_cropped")
 IN_MEMORY = False
 IMAGE_SHAPE = (32, 32, 3)
 PAPER_SPLITS = {

@@ -17,7 +17,6 @@ from mpl_jax import errors
 from mpl_jax.data import base
 from mpl_jax.data import splits as splits_lib
 
-NAMES = ("digits",)
 IN_MEMORY = True
 
 

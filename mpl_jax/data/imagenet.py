@@ -19,7 +19,6 @@ from mpl_jax.data import base
 from mpl_jax.data import image_checks
 from mpl_jax.data import splits as splits_lib
 
-NAMES = ("imagenet2012",)
 IN_MEMORY = False
 NUM_CLASSES = 1000
 _OWN_FIELDS = frozenset({"labeled_fraction", "validation_per_class", "unlabeled_source",

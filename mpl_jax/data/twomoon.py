@@ -9,7 +9,6 @@ import numpy as np
 from mpl_jax import errors
 from mpl_jax.data import base
 
-NAMES = ("twomoon",)
 IN_MEMORY = True
 LABELED_SELECTIONS = ("random", "tips", "inner")
 
