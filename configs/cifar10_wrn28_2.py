@@ -17,8 +17,10 @@ the labeled batch of 128 (the paper: 512) for its 1,000 steps at lr 1e-5.
 import ml_collections
 
 from configs import common
+from mpl_jax import methods
 
-METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
+# The methods of the registry that can train on this data set.
+METHODS = methods.for_data("cifar10")
 
 
 def paper_recipe(c: ml_collections.ConfigDict, method: str) -> None:

@@ -19,8 +19,10 @@ at about 5 steps/s (1,500 + 200 steps: about 6 minutes).
 import ml_collections
 
 from configs import common
+from mpl_jax import methods
 
-METHODS = ("supervised", "pseudo_labels", "uda", "mpl", "reduced_mpl")
+# The methods of the registry that can train on this data set.
+METHODS = methods.for_data("digits")
 
 
 def get_config(arg: str | None = None):

@@ -19,8 +19,10 @@ of 1,024 (the paper: 512) for its 2,000 steps.
 import ml_collections
 
 from configs import common
+from mpl_jax import methods
 
-METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
+# The methods of the registry that can train on this data set.
+METHODS = methods.for_data("imagenet2012")
 
 
 def get_config(arg: str | None = None):

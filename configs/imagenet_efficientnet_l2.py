@@ -44,8 +44,10 @@ paper: 512).
 import ml_collections
 
 from configs import common
+from mpl_jax import methods
 
-METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
+# The methods of the registry that can train on this data set.
+METHODS = methods.for_data("imagenet2012")
 
 
 def get_config(arg: str | None = None):

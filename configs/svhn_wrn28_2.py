@@ -14,8 +14,10 @@ Paper: 98.01 +- 0.07 % test accuracy (MPL).
 
 from configs import cifar10_wrn28_2
 from configs import common
+from mpl_jax import methods
 
-METHODS = cifar10_wrn28_2.METHODS
+# The methods of the registry that can train on this data set.
+METHODS = methods.for_data("svhn_cropped")
 
 
 def get_config(arg: str | None = None):

@@ -10,8 +10,10 @@ CPU, seconds per method.
 """
 
 from configs import common
+from mpl_jax import methods
 
-METHODS = ("supervised", "pseudo_labels", "uda", "mpl")
+# The methods of the registry that can train on this data set.
+METHODS = methods.for_data("twomoon")
 
 
 def get_config(arg: str | None = None):

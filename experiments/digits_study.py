@@ -56,7 +56,7 @@ def make_config(variant: str, seed: int, root: str = "/tmp/digits_study"):
   method, overrides = VARIANTS[variant]
   config = digits.get_config(method)
   config.seed = seed
-  if methods.get(method).teacher_reads == "large_teacher_logits":
+  if methods.get(method).needs_large_teacher:
     config.reduced_mpl.large_teacher_workdir = os.path.join(root, LARGE_TEACHER, f"seed{seed}")
   config.print_progress = False
   for field, value in overrides.items():

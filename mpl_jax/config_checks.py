@@ -56,22 +56,7 @@ def validate(config) -> None:
   _positive("uda.ramp_steps", uda.ramp_steps, allow_zero=True)
   if not 0.0 <= uda.threshold <= 1.0:
     raise ConfigError(f"uda.threshold={uda.threshold} must be in [0, 1]")
-  mpl = config.mpl
-  _one_of("mpl.estimator", mpl.estimator, estimators.ESTIMATORS)
-  _one_of("mpl.reward", mpl.reward, estimators.REWARDS)
-  _one_of("mpl.student_update", mpl.student_update, estimators.STUDENT_UPDATES)
-  _one_of("mpl.labels", mpl.labels, ("auto",) + estimators.LABELS)
-  labels = estimators.resolve_labels(mpl.estimator, mpl.labels)
-  if mpl.estimator == "reinforce" and labels == "soft":
-    raise ConfigError("mpl.labels=soft has no REINFORCE estimator; use "
-                      "--config.mpl.estimator=meta for soft labels, or mpl.labels=sample|argmax")
-  if mpl.estimator == "meta" and labels != "soft":
-    raise ConfigError(f"mpl.estimator=meta differentiates through soft labels; set "
-                      f"--config.mpl.labels=soft (or auto), not {labels!r}")
-  _positive("mpl.feedback_weight", mpl.feedback_weight, allow_zero=True)
-  _positive("mpl.supervised_weight", mpl.supervised_weight, allow_zero=True)
-  if not 0.0 <= mpl.baseline_decay < 1.0:
-    raise ConfigError(f"mpl.baseline_decay={mpl.baseline_decay} must be in [0, 1) (0 = off)")
+  estimators.check(config)  # the mpl section, with the estimator registry
   if not isinstance(config.accum_steps, int) or config.accum_steps < 1:
     raise ConfigError(f"accum_steps={config.accum_steps!r} must be an integer >= 1 "
                       "(1 = no gradient accumulation)")

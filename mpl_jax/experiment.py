@@ -29,7 +29,7 @@ def build(config, mesh: jax.sharding.Mesh | None = None,
   if check_data is not None:
     check_data(dataset)
   nets = networks.build(config, dataset.spec, mesh)
-  if nets.method.teacher_reads == "large_teacher_logits":
+  if nets.method.needs_large_teacher:
     dataset = large_teacher.with_logits(config, dataset)
   return Experiment(dataset=dataset, **{f.name: getattr(nets, f.name)
                                         for f in dataclasses.fields(nets)})

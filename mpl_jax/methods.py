@@ -6,20 +6,24 @@ method's name. A run is the method's phases, then, when `finetune.num_steps` > 0
 function, bound to the run's `StepDeps`.
 
 Adding a method: write its step functions (`mpl_jax/steps/`), then one `Method` here:
-its phases, whether it has a teacher and what that teacher reads, and its checks.
+its phases, its teacher's input (`TeacherInput`, or none) and its checks.
 """
 
 import dataclasses
 import functools
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 
 from mpl_jax import data as data_lib
+from mpl_jax import estimators
 from mpl_jax.errors import ConfigError, one_of, positive
+from mpl_jax.models import reduced_teacher
 from mpl_jax.steps import baselines
 from mpl_jax.steps import mpl as mpl_steps
-from mpl_jax.steps.settings import Network, StepDeps
+from mpl_jax.steps.settings import (Batch, Network, StepDeps, large_teacher_logits,
+                                    teacher_views)
 
 # The networks of a finished run that reduced MPL can use as its frozen large teacher.
 LARGE_TEACHER_NETWORKS = ("student", "student_ema", "teacher")
@@ -44,28 +48,80 @@ def _no_pretraining(config) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class TeacherInput:
+  """What a method's teacher reads, and the network that reads it.
+
+  `rows(batch)` gives the teacher's rows [labeled, u_w, u_s]; `module(config, student,
+  spec)` the teacher's module and the shape of one row (`student` is the student's
+  module); `batch_keys(spec)` the batch entries it needs beyond the images, as
+  {name: (shape of one row, dtype)}. A teacher that does not read the images
+  (`reads_images` False) is not evaluated on them, and reads a frozen large teacher's
+  logits (`mpl_jax.large_teacher`) added to the data set.
+  """
+
+  rows: Callable[[Batch], jax.Array]
+  module: Callable
+  batch_keys: Callable
+  reads_images: bool
+
+
+IMAGES = TeacherInput(teacher_views, lambda config, student, spec: (student, spec.input_shape),
+                      lambda spec: {}, reads_images=True)
+LARGE_TEACHER_LOGITS = TeacherInput(
+    large_teacher_logits,
+    lambda config, student, spec: (reduced_teacher.ReducedTeacher(
+        num_classes=spec.num_classes, hidden=tuple(config.reduced_mpl.hidden)),
+                                   (spec.num_classes,)),
+    lambda spec: {name: ((spec.num_classes,), jnp.float32)
+                  for name in ("teacher_labeled_x", "teacher_unlabeled_x")},
+    reads_images=False)
+
+
+def _all_data(name: str) -> bool:
+  del name
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
   """What the rest of the system needs to know about one method.
 
   `phases(config, deps)` gives its phases in order. `pretrain_steps(config)` is how many
   of its first steps the teacher trains alone (the student's schedule waits that long;
   the teacher's schedule spans those steps only when > 0, else the whole run).
-  `teacher_reads` names the teacher's input (`steps.settings.TEACHER_INPUTS`); a teacher
-  that reads no images is not evaluated. `feedback` marks methods whose teacher learns
-  from the student (their runs are described by `mpl.estimator`).
+  `teacher` is what its teacher reads (None: no teacher). `feedback` marks methods whose
+  teacher learns from the student (their runs are described by `mpl.estimator`).
+  `supports(data.name)` says which data sets it can train on.
   """
 
   name: str
   phases: Callable[[Any, StepDeps], tuple[Phase, ...]]
-  has_teacher: bool = False
-  teacher_reads: str = "images"
+  teacher: TeacherInput | None = None
   feedback: bool = False
   pretrain_steps: Callable[[Any], int] = _no_pretraining
   check: Callable[[Any], None] = _no_checks
+  supports: Callable[[str], bool] = _all_data
+
+  @property
+  def has_teacher(self) -> bool:
+    return self.teacher is not None
 
   @property
   def eval_teacher(self) -> bool:
-    return self.has_teacher and self.teacher_reads == "images"
+    """Whether its teacher is evaluated: it has one and it reads images."""
+    return self.has_teacher and self.teacher.reads_images
+
+  @property
+  def needs_large_teacher(self) -> bool:
+    """Whether its teacher reads a frozen large teacher's logits, added to the data set
+    (`mpl_jax.large_teacher`) in place of the images."""
+    return self.has_teacher and not self.teacher.reads_images
+
+  @property
+  def teacher_rows(self) -> Callable[[Batch], jax.Array]:
+    """The teacher's rows of a batch (the images for methods without a teacher: UDA's
+    one network reads them)."""
+    return (self.teacher or IMAGES).rows
 
 
 def _one_phase(name: str, step_fn: Callable):
@@ -86,10 +142,7 @@ def _check_pseudo_labels(config) -> None:
 
 
 def _check_mpl(config) -> None:
-  if config.accum_steps > 1 and config.mpl.estimator == "meta":
-    raise ConfigError(f"accum_steps={config.accum_steps} does not support mpl.estimator=meta"
-                      " (its meta-gradient runs through the whole batch's student gradient); "
-                      "use --config.mpl.estimator=reinforce or --config.accum_steps=1")
+  estimators.check_accumulation(config)
 
 
 def _check_reduced_mpl(config) -> None:
@@ -117,14 +170,15 @@ def _check_reduced_mpl(config) -> None:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("supervised", _one_phase("supervised", baselines.supervised_step)),
-    Method("pseudo_labels", _pseudo_labels_phases, has_teacher=True,
+    Method("pseudo_labels", _pseudo_labels_phases, teacher=IMAGES,
            pretrain_steps=lambda config: config.pseudo_labels.teacher_steps,
            check=_check_pseudo_labels),
     Method("uda", _one_phase("uda", baselines.uda_step)),
-    Method("mpl", _one_phase("mpl", mpl_steps.mpl_step), has_teacher=True, feedback=True,
+    Method("mpl", _one_phase("mpl", mpl_steps.mpl_step), teacher=IMAGES, feedback=True,
            check=_check_mpl),
-    Method("reduced_mpl", _one_phase("reduced_mpl", mpl_steps.mpl_step), has_teacher=True,
-           teacher_reads="large_teacher_logits", feedback=True, check=_check_reduced_mpl),
+    Method("reduced_mpl", _one_phase("reduced_mpl", mpl_steps.mpl_step),
+           teacher=LARGE_TEACHER_LOGITS, feedback=True, check=_check_reduced_mpl,
+           supports=data_lib.held_in_memory),
 )}
 
 
@@ -155,6 +209,11 @@ def get(name: str) -> Method:
   """The method called `name`; a ConfigError listing the valid names otherwise."""
   one_of("method", name, tuple(METHODS))
   return METHODS[name]
+
+
+def for_data(name: str) -> tuple[str, ...]:
+  """The methods that can train on data set `name` (what a config file offers)."""
+  return tuple(m.name for m in METHODS.values() if m.supports(name))
 
 
 def check(config) -> None:

@@ -22,7 +22,6 @@ from mpl_jax import methods
 from mpl_jax import models
 from mpl_jax import optim
 from mpl_jax import sharding
-from mpl_jax.models import reduced_teacher
 from mpl_jax.state import TrainState, init_net, initial_state, make_apply
 from mpl_jax.steps import settings
 
@@ -37,6 +36,7 @@ class Networks:
   init_fn: Callable[[jax.Array], TrainState]
   student_module: nn.Module
   teacher_module: nn.Module | None
+  spec: data_lib.DataSpec  # what the networks read: classes and one input row's shape
 
   @property
   def has_teacher(self) -> bool:
@@ -46,6 +46,15 @@ class Networks:
   def eval_teacher(self) -> bool:
     """False when the teacher reads no images (reduced MPL)."""
     return self.method.eval_teacher
+
+  @property
+  def evaluated(self) -> dict[str, Callable]:
+    """The networks a run evaluates, by TrainState field, each with its apply function:
+    the student, its EMA and, when it reads images, the teacher."""
+    nets = {"student": self.deps.student.apply, "student_ema": self.deps.student.apply}
+    if self.eval_teacher:
+      nets["teacher"] = self.deps.teacher.apply
+    return nets
 
   @property
   def total_steps(self) -> int:
@@ -67,24 +76,16 @@ class Networks:
     return self.phases[index]
 
 
-def _teacher_module(method: methods.Method, config, student_module: nn.Module,
-                    spec: data_lib.DataSpec) -> tuple[nn.Module, tuple[int, ...]]:
-  """The teacher's module and the shape of one input row."""
-  if method.teacher_reads == "large_teacher_logits":  # a small network on those logits
-    return (reduced_teacher.ReducedTeacher(num_classes=spec.num_classes,
-                                           hidden=tuple(config.reduced_mpl.hidden)),
-            (spec.num_classes,))
-  return student_module, spec.input_shape
-
-
-def mpl_settings(config) -> settings.MplSettings:
-  mpl = config.mpl
-  return settings.MplSettings(
-      estimator=mpl.estimator, reward=mpl.reward,
-      labels=estimators.resolve_labels(mpl.estimator, mpl.labels),
-      baseline_decay=mpl.baseline_decay, feedback_weight=mpl.feedback_weight,
-      supervised_weight=mpl.supervised_weight, log_grad_parts=mpl.log_grad_parts,
-      student_update=mpl.student_update)
+def step_deps(config, method: methods.Method, student: settings.Network,
+              teacher: settings.Network | None, num_classes: int) -> settings.StepDeps:
+  """The `StepDeps` of `config` (validated): every setting a step reads, from the config
+  alone (configs/common.py holds the defaults)."""
+  return settings.StepDeps(
+      student=student, teacher=teacher, num_classes=num_classes,
+      label_smoothing=config.label_smoothing, ema_decay=config.student.ema_decay,
+      uda=settings.UdaSettings.from_config(config.uda), mpl=estimators.settings(config.mpl),
+      pseudo_label_kind=config.pseudo_labels.targets, accum_steps=config.accum_steps,
+      teacher_inputs=method.teacher_rows)
 
 
 def build(config, spec: data_lib.DataSpec | None = None, mesh: jax.sharding.Mesh | None = None,
@@ -120,21 +121,13 @@ def build(config, spec: data_lib.DataSpec | None = None, mesh: jax.sharding.Mesh
   student = settings.Network(runnable(student_module), student_tx, student_lr)
   teacher, teacher_module, teacher_row = None, None, None
   if method.has_teacher:
-    teacher_module, teacher_row = _teacher_module(method, config, student_module, spec)
+    teacher_module, teacher_row = method.teacher.module(config, student_module, spec)
     teacher_apply = student.apply if teacher_module is student_module else runnable(
         teacher_module)
     teacher = settings.Network(teacher_apply,
                                *optim.make_optimizer(dict(config.teacher), pretrain or total))
 
-  deps = settings.StepDeps(
-      student=student, teacher=teacher, num_classes=spec.num_classes,
-      label_smoothing=config.label_smoothing, ema_decay=config.student.ema_decay,
-      uda=settings.UdaSettings(weight=config.uda.weight, ramp_steps=config.uda.ramp_steps,
-                               temperature=config.uda.temperature,
-                               threshold=config.uda.threshold),
-      mpl=mpl_settings(config), pseudo_label_kind=config.pseudo_labels.targets,
-      accum_steps=config.accum_steps,
-      teacher_inputs=settings.TEACHER_INPUTS[method.teacher_reads])
+  deps = step_deps(config, method, student, teacher, spec.num_classes)
 
   def init_fn(rng: jax.Array) -> TrainState:
     rng_student, rng_teacher = jax.random.split(rng)
@@ -148,4 +141,4 @@ def build(config, spec: data_lib.DataSpec | None = None, mesh: jax.sharding.Mesh
 
   return Networks(method=method, deps=deps, phases=methods.phases(config, deps),
                   init_fn=init_fn, student_module=student_module,
-                  teacher_module=teacher_module)
+                  teacher_module=teacher_module, spec=spec)

@@ -23,12 +23,12 @@ TOL_STATE = 2e-5  # each tensor of the parameters, EMA, statistics, baseline: wo
 TOL_METRICS = 1e-5  # each logged scalar on its own scale: worst 7.4e-7
 TOL_BATCHNORM = 2e-5  # WRN-10-1 with BatchNorm: worst 1.2e-6
 
-STEPS = {
-    "supervised": baseline_steps.supervised_step,
-    "uda": baseline_steps.uda_step,
-    "pseudo_labels": baseline_steps.pseudo_label_step,
-    "mpl": mpl_steps.mpl_step,
-}
+
+
+def _method_step(exp, config):
+  """The step of the method's last phase (pseudo labels: the student's), from the method
+  registry, with the deps given at call time."""
+  return lambda s, b, r, deps: exp.method.phases(config, deps)[-1].step_fn(s, b, r)
 
 
 def _state_trees(state) -> dict[str, object]:
@@ -84,7 +84,7 @@ def _twomoon(method: str, **mpl):
   for key, value in mpl.items():
     c.mpl[key] = value
   exp = experiment.build(c)
-  return exp, exp.dataset.source.batch(0)
+  return exp, exp.dataset.source.batch(0), c
 
 
 @pytest.mark.parametrize("method,mpl,partial_mask", [
@@ -98,8 +98,9 @@ def _twomoon(method: str, **mpl):
 def test_micro_batches_equal_the_large_batch(method, mpl, partial_mask):
   """MLPs (no BatchNorm, no dropout): parameters, EMA, baseline and every logged metric
   after three steps with 4 micro-batches equal those of the whole batch at once."""
-  exp, batch = _twomoon(method, **mpl)
-  metrics = _compare(exp, STEPS[method], batch, k=4, fixed_teacher=method == "pseudo_labels")
+  exp, batch, config = _twomoon(method, **mpl)
+  metrics = _compare(exp, _method_step(exp, config), batch, k=4,
+                     fixed_teacher=method == "pseudo_labels")
   if method in ("uda", "mpl"):  # the consistency loss took part (on some rows only)
     assert 0.0 < metrics["uda/mask_rate"] <= 1.0
     assert metrics["uda/mask_rate"] < 1.0 or not partial_mask
@@ -108,7 +109,7 @@ def test_micro_batches_equal_the_large_batch(method, mpl, partial_mask):
 
 
 def test_finetune_micro_batches_equal_the_large_batch():
-  exp, batch = _twomoon("mpl")
+  exp, batch, _ = _twomoon("mpl")
   step_fn = lambda s, b, r, deps: baseline_steps.finetune_step(s, b, r, deps=deps, first_step=0)
   _compare(exp, step_fn, batch, k=2, fixed_teacher=True)
 

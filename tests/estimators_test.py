@@ -25,7 +25,7 @@ from mpl_jax.state import EmaState, NetState, TrainState, make_apply
 from mpl_jax.steps import baselines as baseline_steps
 from mpl_jax.steps import mpl as mpl_steps
 from mpl_jax.steps import settings as step_settings
-from tests.helpers import assert_close_on_scale, cos_and_rel_error, flat_tree
+from tests.helpers import assert_close_on_scale, cos_and_rel_error, flat_tree, step_deps
 
 NUM_CLASSES, FEATURES, N_UNLABELED, N_LABELED = 3, 4, 3, 5
 # max|a - b| / max|b| (tests/helpers.py) of a step's float64 update against the same math
@@ -61,13 +61,12 @@ def _deps(module, eta, *, estimator, reward="dot", labels="sample", teacher_lr=1
           supervised_weight=0.0, feedback_weight=1.0, label_smoothing=0.0):
   apply = make_apply(module)
   sgd = optax.sgd(1.0)  # the step scales by the schedule's learning rate
-  return step_settings.StepDeps(
-      student=step_settings.Network(apply, sgd, lambda step: jnp.asarray(eta)),
-      teacher=step_settings.Network(apply, sgd, lambda step: jnp.asarray(teacher_lr)),
-      num_classes=NUM_CLASSES, label_smoothing=label_smoothing,
-      mpl=step_settings.MplSettings(estimator=estimator, reward=reward, labels=labels,
-                               supervised_weight=supervised_weight,
-                               feedback_weight=feedback_weight))
+  return step_deps(
+      step_settings.Network(apply, sgd, lambda step: jnp.asarray(eta)),
+      step_settings.Network(apply, sgd, lambda step: jnp.asarray(teacher_lr)),
+      NUM_CLASSES, label_smoothing=label_smoothing,
+      **{"mpl.estimator": estimator, "mpl.reward": reward, "mpl.labels": labels,
+         "mpl.supervised_weight": supervised_weight, "mpl.feedback_weight": feedback_weight})
 
 
 def _labeled_loss(module, params, batch):
@@ -253,7 +252,7 @@ def test_finetune_restarts_momentum_at_its_first_step():
   apply = make_apply(module)
   momentum = optax.sgd(1.0, momentum=0.9)
   network = step_settings.Network(apply, momentum, lambda step: jnp.asarray(0.1))
-  deps = step_settings.StepDeps(student=network, teacher=None, num_classes=NUM_CLASSES)
+  deps = step_deps(network, None, NUM_CLASSES, method="supervised")
   stale = jax.tree.map(lambda x: jnp.full_like(x, 7.0), momentum.init(sp))
   state = TrainState(step=jnp.int32(5), student=NetState(sp, {}, stale),
                      student_ema=EmaState(sp, {}), teacher=None,

@@ -9,9 +9,28 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 
+from configs import common
 from configs import twomoon
+from mpl_jax import methods
+from mpl_jax import networks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def step_deps(student, teacher, num_classes: int, method: str = "mpl", **fields):
+  """The StepDeps a run of `method` builds (`networks.step_deps`) for these networks, from
+  the configs' defaults (configs/common.py) with `fields` written over them, by dotted
+  name: step_deps(s, t, 3, **{"mpl.estimator": "meta", "label_smoothing": 0.1})."""
+  config = common.base_config()
+  config.method = method
+  for field, value in fields.items():
+    *sections, key = field.split(".")
+    node = config
+    for section in sections:
+      node = node[section]
+    assert key in node, f"the config has no field {field!r}"
+    node[key] = value
+  return networks.step_deps(config, methods.get(method), student, teacher, num_classes)
 
 
 def tiny_config(method: str = "mpl"):

@@ -27,7 +27,7 @@ from mpl_jax.models import mlp
 from mpl_jax.state import EmaState, NetState, TrainState, make_apply
 from mpl_jax.steps import mpl as mpl_steps
 from mpl_jax.steps import settings as step_settings
-from tests.helpers import cos_and_rel_error, flat_tree
+from tests.helpers import cos_and_rel_error, flat_tree, step_deps
 
 NUM_CLASSES, FEATURES, N_UNLABELED, N_LABELED = 3, 4, 3, 5
 STEP = 5  # not 0: the schedule is past its warmup, the momentum buffer is full
@@ -87,13 +87,11 @@ def _student_optimizer(student, sp, batch, base_lr, key):
 def _setup(base_lr, *, estimator, reward="dot", labels="sample", student_update="real"):
   teacher, student, tp, sp, batch, key = _problem()
   tx, schedule, opt_state = _student_optimizer(student, sp, batch, base_lr, key)
-  deps = step_settings.StepDeps(
-      student=step_settings.Network(make_apply(student), tx, schedule),
-      teacher=step_settings.Network(make_apply(teacher), optax.sgd(1.0),
-                                    lambda step: jnp.asarray(1.0)),
-      num_classes=NUM_CLASSES,
-      mpl=step_settings.MplSettings(estimator=estimator, reward=reward, labels=labels,
-                                    supervised_weight=0.0, student_update=student_update))
+  deps = step_deps(
+      step_settings.Network(make_apply(student), tx, schedule),
+      step_settings.Network(make_apply(teacher), optax.sgd(1.0), lambda step: jnp.asarray(1.0)),
+      NUM_CLASSES, **{"mpl.estimator": estimator, "mpl.reward": reward, "mpl.labels": labels,
+                      "mpl.supervised_weight": 0.0, "mpl.student_update": student_update})
   net = NetState(params=sp, model_state={}, opt_state=opt_state)
   return teacher, student, tp, net, batch, deps
 

@@ -1,24 +1,26 @@
-"""The Meta Pseudo Labels step (docs/METHOD.md, section 2), numbered as the method.
+"""The Meta Pseudo Labels step, read top to bottom as docs/METHOD.md, section 2, steps 1-6.
 
 The teacher runs forward once on its three views; each part of its loss becomes a
-cotangent on its logits, and the sum is pulled back with one vjp. The helpers below are
-the pieces of that step; `mpl_step` runs them in order, and its gradient-accumulation
-variant (`StepDeps.accum_steps > 1`, `_mpl_step_accumulated`) runs the same pieces over
-micro-batches.
+cotangent on its logits, and the sum is pulled back with one vjp. Steps 3-5 (the student's
+update and the feedback on the teacher's logits) are the estimator's
+(`mpl_jax.estimators`), chosen once when the step is built. With `accum_steps` > 1 the step
+runs the same helpers over micro-batches (`_mpl_step_accumulated`).
 """
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mpl_jax import accumulation
 from mpl_jax import estimators
 from mpl_jax import losses
-from mpl_jax.state import NetState, TrainState, tree_dot, tree_norm
+from mpl_jax.state import NetState, TrainState, tree_norm
 from mpl_jax.steps import common
-from mpl_jax.steps.settings import MplSettings, StepDeps
+from mpl_jax.steps.settings import StepDeps
 
 Metrics = common.Metrics
+
+
+# 1. The teacher's forward pass and its supervised + UDA loss as a cotangent on its logits.
 
 
 def teacher_forward(deps: StepDeps, teacher: NetState, batch, rng):
@@ -35,131 +37,31 @@ def teacher_loss_cotangent(deps: StepDeps, t_all, labeled_y, n_l: int, n_u: int,
   return d_sup_uda, parts
 
 
-def student_unlabeled_loss(deps: StepDeps, student: NetState, u_s, rng):
-  """(params, target distributions) -> (mean CE of the student on u_s, its model state)."""
-  def loss(params, soft_targets):
-    logits, model_state = deps.student.apply(params, student.model_state, u_s, train=True,
-                                             rng=rng)
-    return losses.mean_cross_entropy(soft_targets, logits), model_state
-
-  return loss
-
-
-def student_labeled_loss(deps: StepDeps, student: NetState, x_l, y_l, rng):
-  """params -> the student's mean CE on the labeled batch (unsmoothed labels)."""
-  y_onehot = losses.one_hot(y_l, deps.num_classes)
-
-  def loss(params):
-    logits, _ = deps.student.apply(params, student.model_state, x_l, train=True, rng=rng)
-    return losses.mean_cross_entropy(y_onehot, logits)
-
-  return loss
+def teacher_pass(deps: StepDeps, teacher: NetState, batch, rng, w_uda):
+  """Step 1: (t_all, the vjp of the teacher's forward, its new model state, the
+  supervised + UDA cotangent on t_all, (sup, uda, mask rate))."""
+  n_l, n_u = batch["labeled_x"].shape[0], batch["unlabeled_weak"].shape[0]
+  t_all, teacher_vjp, model_state = jax.vjp(teacher_forward(deps, teacher, batch, rng),
+                                            teacher.params, has_aux=True)
+  d_sup_uda, teacher_losses = teacher_loss_cotangent(deps, t_all, batch["labeled_y"], n_l,
+                                                     n_u, w_uda)
+  return t_all, teacher_vjp, model_state, d_sup_uda, teacher_losses
 
 
-def labeled_losses(mpl: MplSettings, labeled_loss, old_params, new_params):
-  """(L_l(theta_S'), L_l(theta_S) for `taylor` else L_l(theta_S'), grad L_l(theta_S'))."""
-  loss_after, g_after = jax.value_and_grad(labeled_loss)(new_params)
-  before = labeled_loss(old_params) if mpl.reward == "taylor" else loss_after
-  return loss_after, before, g_after
+def strong_rows(batch) -> int:
+  """Where the strong view's rows t_s start among the teacher's rows [x_l, u_w, u_s]."""
+  return batch["labeled_x"].shape[0] + batch["unlabeled_weak"].shape[0]
 
 
-def reward_and_advantage(mpl: MplSettings, student_lr, g_after, g_u, direction, loss_before,
-                         loss_after, baseline):
-  """The reward h, the advantage h - b and the updated baseline b.
-
-  `dot` is first order along the student's step: its real one, theta_S - theta_S' =
-  -eta_S * direction (`student_update=real`), or the plain -eta_S * g_u. `taylor` is
-  L_l(theta_S) - L_l(theta_S') itself.
-  """
-  if mpl.reward == "dot" and mpl.student_update == "real":
-    reward = estimators.real_dot_reward(student_lr, g_after, direction)
-  elif mpl.reward == "dot":
-    reward = estimators.dot_reward(student_lr, g_after, g_u)
-  else:
-    reward = estimators.taylor_reward(loss_before, loss_after)
-  advantage = reward - baseline if mpl.baseline_decay > 0 else reward
-  if mpl.baseline_decay > 0:
-    baseline = estimators.update_baseline(baseline, reward, mpl.baseline_decay)
-  return reward, advantage, baseline
+# 2. Pseudo labels from the strong view.
 
 
-def _cosine(a, b) -> jax.Array:
-  return tree_dot(a, b) / (tree_norm(a) * tree_norm(b) + 1e-30)
+def pseudo_labels(deps: StepDeps, t_s, rng):
+  """y_hat from t_s: the same labels teach the student and carry the feedback."""
+  return estimators.pseudo_label_targets(t_s, deps.mpl.labels, rng)
 
 
-def reward_metrics(reward, advantage, baseline, loss_after, g_after, g_u) -> Metrics:
-  return {"mpl/reward": reward, "mpl/advantage": advantage, "mpl/baseline": baseline,
-          "mpl/labeled_loss_after": loss_after,
-          "mpl/cos_grad_labeled_unlabeled": _cosine(g_after, g_u)}
-
-
-def meta_student_step(student: NetState, t_s, batch, step, rngs, *, deps: StepDeps):
-  """The `meta` estimator's steps 3-5: the student's update on softmax(t_s) and the exact
-  one-step meta-gradient of its labeled loss with respect to t_s (a gradient of a gradient),
-  through the optimizer's real update (`student_update=real`: momentum, weight decay,
-  clipping) or the plain step theta_S - eta_S * g_u."""
-  rng_u, rng_l = rngs
-  student_lr = deps.student.learning_rate(step)
-  unlabeled_loss = student_unlabeled_loss(deps, student, batch["unlabeled_strong"], rng_u)
-  labeled_loss = student_labeled_loss(deps, student, batch["labeled_x"], batch["labeled_y"],
-                                      rng_l)
-
-  def meta_objective(strong_logits):
-    soft = losses.smooth(jax.nn.softmax(losses.at_least_f32(strong_logits)),
-                         deps.label_smoothing)
-    (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
-        student.params, soft)
-    if deps.mpl.student_update == "real":
-      direction, _ = deps.student.tx.update(g_u, student.opt_state, student.params)
-      stepped = optax.apply_updates(student.params,
-                                    jax.tree.map(lambda u: student_lr * u, direction))
-    else:
-      stepped = jax.tree.map(lambda p, g: p - student_lr * g, student.params, g_u)
-    return labeled_loss(stepped), (g_u, u_loss, model_state)
-
-  (loss_after, (g_u, u_loss, model_state)), d_feedback = jax.value_and_grad(
-      meta_objective, has_aux=True)(t_s)
-  new_student = common.apply_grads(student, g_u, deps.student, model_state, step)
-  return new_student, d_feedback, u_loss, g_u, {"mpl/labeled_loss_after": loss_after}
-
-
-def student_step_and_feedback(student: NetState, targets: jax.Array, t_s: jax.Array, batch,
-                              step: jax.Array, baseline: jax.Array, rng: jax.Array, *,
-                              deps: StepDeps):
-  """Steps 3-5 of `mpl_step` for the pseudo labels `targets` drawn from t_s.
-
-  Returns (new student, d_feedback = cotangent of the feedback term on t_s, new reward
-  baseline, the student's unlabeled loss, its gradient g_u, metrics). `targets` are one-hot
-  for reinforce/off, softmax(t_s) for meta.
-  """
-  mpl = deps.mpl
-  rngs = jax.random.split(rng)  # (unlabeled pass, labeled pass)
-  if mpl.estimator == "meta":
-    new_student, d_feedback, u_loss, g_u, metrics = meta_student_step(
-        student, t_s, batch, step, rngs, deps=deps)
-    return new_student, d_feedback, baseline, u_loss, g_u, metrics
-
-  # 3. The student's update on the pseudo labels.
-  unlabeled_loss = student_unlabeled_loss(deps, student, batch["unlabeled_strong"], rngs[0])
-  (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
-      student.params, losses.smooth(targets, deps.label_smoothing))
-  new_student, direction = common.optimizer_step(student, g_u, deps.student, model_state,
-                                                 step)
-  if mpl.estimator != "reinforce":  # off: no feedback
-    return new_student, jnp.zeros_like(t_s), baseline, u_loss, g_u, {}
-
-  # 4. The reward: did the pseudo labels lower the student's labeled loss?
-  labeled_loss = student_labeled_loss(deps, student, batch["labeled_x"], batch["labeled_y"],
-                                      rngs[1])
-  loss_after, loss_before, g_after = labeled_losses(mpl, labeled_loss, student.params,
-                                                    new_student.params)
-  reward, advantage, baseline = reward_and_advantage(
-      mpl, deps.student.learning_rate(step), g_after, g_u, direction, loss_before, loss_after,
-      baseline)
-  # 5. REINFORCE: the cotangent of sg(h - b) * CE(y_hat, t_s) on t_s.
-  d_feedback = estimators.reinforce_cotangent(t_s, targets, advantage)
-  return new_student, d_feedback, baseline, u_loss, g_u, reward_metrics(
-      reward, advantage, baseline, loss_after, g_after, g_u)
+# 6. The teacher's gradient: supervised + UDA + feedback, pulled back through its forward.
 
 
 def feedback_rows(t_all, n_lu: int, d_feedback, weight: float):
@@ -176,6 +78,15 @@ def pull_back(teacher_vjp, d_sup_uda, d_feedback_all, n_l: int, log_parts: bool)
   d_sup_only = jnp.zeros_like(d_sup_uda).at[:n_l].set(d_sup_uda[:n_l])  # UDA: rows n_l..
   cotangents = jnp.stack([d_sup_only, d_sup_uda - d_sup_only, d_feedback_all])
   return jax.vmap(lambda c: teacher_vjp(c)[0])(cotangents)
+
+
+def teacher_gradient(deps: StepDeps, teacher_vjp, t_all, batch, d_sup_uda, d_feedback):
+  """Step 6's gradient: the feedback placed on the rows of t_s, all cotangents pulled
+  back with one vjp (three with `mpl.log_grad_parts`)."""
+  d_feedback_all = feedback_rows(t_all, strong_rows(batch), d_feedback,
+                                 deps.mpl.feedback_weight)
+  return pull_back(teacher_vjp, d_sup_uda, d_feedback_all, batch["labeled_x"].shape[0],
+                   deps.mpl.log_grad_parts)
 
 
 def sum_parts(grads, log_parts: bool) -> tuple[object, Metrics]:
@@ -199,127 +110,116 @@ def step_metrics(deps: StepDeps, step, *, teacher: NetState, teacher_grads, stud
           **common.net_metrics("student", student, g_u, deps.student.learning_rate(step))}
 
 
+def student_step_and_feedback(student: NetState, targets, t_s, batch, step, baseline, rng, *,
+                              deps: StepDeps) -> estimators.StudentStep:
+  """Steps 3-5, the estimator's (`deps.mpl.estimator`): the student's update on the pseudo
+  labels `targets` drawn from t_s, the reward and the feedback cotangent on t_s."""
+  return deps.mpl.estimator.student_step(student, targets, t_s, batch, step, baseline,
+                                         jax.random.split(rng), deps=deps)
+
+
 def mpl_step(state: TrainState, batch, rng, *, deps: StepDeps) -> tuple[TrainState, Metrics]:
   """One Meta Pseudo Labels step: the student learns from the teacher's pseudo labels, the
   teacher from labels, UDA consistency and the student's feedback."""
-  mpl = deps.mpl
   rng = jax.random.fold_in(rng, state.step)
   rng_teacher, rng_labels, rng_student = jax.random.split(rng, 3)
   if deps.accum_steps > 1:
     return _mpl_step_accumulated(state, batch, (rng_teacher, rng_labels, rng_student), deps)
-  n_l, n_u = batch["labeled_x"].shape[0], batch["unlabeled_weak"].shape[0]
-
-  # 1. Teacher forward (train mode) on [x_l, u_w, u_s], kept for one vjp at the end; its
-  #    supervised and UDA losses as a cotangent on its logits.
-  t_all, teacher_vjp, teacher_model_state = jax.vjp(
-      teacher_forward(deps, state.teacher, batch, rng_teacher), state.teacher.params,
-      has_aux=True)
-  t_s = t_all[n_l + n_u:]
   w_uda = common.uda_weight(state.step, deps.uda)
-  d_sup_uda, teacher_losses = teacher_loss_cotangent(deps, t_all, batch["labeled_y"], n_l,
-                                                     n_u, w_uda)
 
-  # 2. Pseudo labels from the strong view: the same y_hat for the student and the feedback.
-  targets = estimators.pseudo_label_targets(t_s, mpl.labels, rng_labels)
+  # 1. Teacher forward (train mode) on its rows [x_l, u_w, u_s], kept for one vjp at the
+  #    end; its supervised and UDA losses as a cotangent on its logits.
+  t_all, teacher_vjp, teacher_model_state, d_sup_uda, teacher_losses = teacher_pass(
+      deps, state.teacher, batch, rng_teacher, w_uda)
+  t_s = t_all[strong_rows(batch):]
 
-  # 3. The student's step on the pseudo labels; 4. the reward h: did that step lower the
-  #    student's labeled loss?; 5. the feedback sg(h - b) * CE(y_hat, t_s) as a cotangent
-  #    on t_s (`meta`: the gradient of a gradient in place of 4 and 5).
-  new_student, d_feedback, baseline, u_loss, g_u, metrics = student_step_and_feedback(
-      state.student, targets, t_s, batch, state.step, state.reward_baseline, rng_student,
-      deps=deps)
+  # 2. Pseudo labels from the strong view.
+  targets = pseudo_labels(deps, t_s, rng_labels)
 
-  # 6. Teacher: supervised + UDA + feedback, pulled back through the one forward pass.
-  d_feedback_all = feedback_rows(t_all, n_l + n_u, d_feedback, mpl.feedback_weight)
+  # 3. The student's step on the pseudo labels; 4. the reward: did that step lower the
+  #    student's labeled loss?; 5. the feedback as a cotangent on t_s. The estimator's.
+  out = student_step_and_feedback(state.student, targets, t_s, batch, state.step,
+                                  state.reward_baseline, rng_student, deps=deps)
+
+  # 6. The teacher: supervised + UDA + feedback, pulled back through the one forward pass.
   teacher_grads, part_metrics = sum_parts(
-      pull_back(teacher_vjp, d_sup_uda, d_feedback_all, n_l, mpl.log_grad_parts),
-      mpl.log_grad_parts)
+      teacher_gradient(deps, teacher_vjp, t_all, batch, d_sup_uda, out.d_feedback),
+      deps.mpl.log_grad_parts)
   new_teacher = common.apply_grads(state.teacher, teacher_grads, deps.teacher,
                                    teacher_model_state, state.step)
 
-  metrics.update(part_metrics)
-  metrics.update(step_metrics(deps, state.step, teacher=new_teacher,
-                              teacher_grads=teacher_grads, student=new_student, g_u=g_u,
-                              teacher_losses=teacher_losses, w_uda=w_uda, u_loss=u_loss))
+  metrics = {**out.metrics, **part_metrics, **step_metrics(
+      deps, state.step, teacher=new_teacher, teacher_grads=teacher_grads,
+      student=out.student, g_u=out.g_u, teacher_losses=teacher_losses, w_uda=w_uda,
+      u_loss=out.u_loss)}
   if "unlabeled_y" in batch:
     metrics["pseudo_labels/accuracy"] = losses.accuracy(targets, batch["unlabeled_y"])
-  return common.finish(state, deps, student=new_student, teacher=new_teacher,
-                       baseline=baseline), metrics
+  return common.finish(state, deps, student=out.student, teacher=new_teacher,
+                       baseline=out.baseline), metrics
 
 
 def _mpl_step_accumulated(state: TrainState, batch, rngs, deps: StepDeps
                           ) -> tuple[TrainState, Metrics]:
-  """`mpl_step` over k = deps.accum_steps micro-batches, in three passes.
+  """`mpl_step`'s steps 1-6 over k = deps.accum_steps micro-batches, in three passes.
 
-  The reward h is one scalar over the whole batch, and the feedback term needs it, so the
+  The reward h is one scalar over the whole batch, and the feedback needs it, so the
   teacher's gradient cannot be finished micro-batch by micro-batch in one pass:
-  1. per micro-batch: the teacher forward (train mode), pseudo labels from t_s (kept, one
-     row per unlabeled image), and the student's gradient on them, averaged into g_u;
-  2. the student's update with g_u, then the reward from the labeled micro-batches at the
-     updated student (and, for `taylor`, at the old one);
-  3. per micro-batch: the teacher forward again with the same key (the same t_s) and one
-     vjp of supervised + UDA + the feedback with the now-known advantage, averaged.
+  A. per micro-batch: 1. the teacher forward, 2. pseudo labels from t_s (kept, one row per
+     unlabeled image), 3. the student's gradient on them, averaged into g_u;
+  B. 3. the student's update with g_u, 4. the reward from the labeled micro-batches;
+  C. per micro-batch: 1. the teacher forward again with the same key (the same t_s),
+     5. the feedback with the now-known advantage, 6. one vjp; averaged.
   The teacher runs forward twice per micro-batch, which costs less than a second backward
   pass would. Only one micro-batch's activations of one network are alive at a time.
-  The `meta` estimator is not offered here (its gradient runs through the mean g_u).
+  Estimators whose feedback does not split into micro-batches (`meta`) are refused by the
+  config check (`estimators.check_accumulation`).
   """
   mpl, k = deps.mpl, deps.accum_steps
-  if mpl.estimator not in ("reinforce", "off"):
-    raise ValueError(f"accum_steps={k} supports mpl.estimator reinforce or off, not "
-                     f"{mpl.estimator!r}")
   rng_teacher, rng_labels, rng_student = rngs
   rng_student_u, rng_student_l = jax.random.split(rng_student)
   student, teacher, step = state.student, state.teacher, state.step
   w_uda = common.uda_weight(step, deps.uda)
   with_accuracy = "unlabeled_y" in batch
   micro = accumulation.micro_batches(batch, k)
-  forward = lambda mb, i: teacher_forward(deps, teacher, mb, jax.random.fold_in(rng_teacher, i))
 
-  # 1-3. Per micro-batch: the teacher's pseudo labels and the student's gradient on them.
+  # A. Per micro-batch: the teacher's pseudo labels and the student's gradient on them.
   def pseudo_labels_and_student_grad(i, mb):
-    n_lu = mb["labeled_x"].shape[0] + mb["unlabeled_weak"].shape[0]
-    t_all, _ = forward(mb, i)(teacher.params)
-    targets = estimators.pseudo_label_targets(t_all[n_lu:], mpl.labels,
-                                              jax.random.fold_in(rng_labels, i))
-    unlabeled_loss = student_unlabeled_loss(deps, student, mb["unlabeled_strong"],
-                                            jax.random.fold_in(rng_student_u, i))
-    (u_loss, model_state), g_u = jax.value_and_grad(unlabeled_loss, has_aux=True)(
-        student.params, losses.smooth(targets, deps.label_smoothing))
+    t_all, _ = teacher_forward(deps, teacher, mb, jax.random.fold_in(rng_teacher, i))(
+        teacher.params)
+    targets = pseudo_labels(deps, t_all[strong_rows(mb):],
+                            jax.random.fold_in(rng_labels, i))
+    u_loss, model_state, g_u = estimators.student_gradient(
+        deps, student, mb["unlabeled_strong"], targets, jax.random.fold_in(rng_student_u, i))
     extra = {"pseudo_labels/accuracy": losses.accuracy(targets, mb["unlabeled_y"])
              } if with_accuracy else {}
     return (u_loss, model_state, g_u, extra), targets
 
   (u_loss, student_model_state, g_u, metrics), targets = accumulation.scan_micro_batches(
       pseudo_labels_and_student_grad, micro, k)
+
+  # B. The student's update, then the reward over the whole labeled batch.
   new_student, direction = common.optimizer_step(student, g_u, deps.student,
                                                  student_model_state, step)
-
-  # 4. The reward over the whole labeled batch.
   advantage, baseline = jnp.zeros((), jnp.float32), state.reward_baseline
-  if mpl.estimator == "reinforce":
+  if mpl.estimator.measures_reward:
     def losses_after(i, mb):
-      labeled_loss = student_labeled_loss(deps, student, mb["labeled_x"], mb["labeled_y"],
-                                          jax.random.fold_in(rng_student_l, i))
-      return labeled_losses(mpl, labeled_loss, student.params, new_student.params)
+      labeled_loss = estimators.student_labeled_loss(
+          deps, student, mb["labeled_x"], mb["labeled_y"], jax.random.fold_in(rng_student_l, i))
+      return estimators.labeled_losses(mpl, labeled_loss, student.params, new_student.params)
 
-    loss_after, loss_before, g_after = accumulation.mean_over_micro_batches(
+    measured = accumulation.mean_over_micro_batches(
         losses_after, {n: micro[n] for n in ("labeled_x", "labeled_y")}, k)
-    reward, advantage, baseline = reward_and_advantage(
-        mpl, deps.student.learning_rate(step), g_after, g_u, direction, loss_before,
-        loss_after, baseline)
-    metrics.update(reward_metrics(reward, advantage, baseline, loss_after, g_after, g_u))
+    reward, advantage, baseline = estimators.reward_and_advantage(
+        mpl, deps.student.learning_rate(step), measured, g_u, direction, baseline)
+    metrics.update(estimators.reward_metrics(reward, advantage, baseline, measured, g_u))
 
-  # 5-6. Per micro-batch: supervised + UDA + feedback, one vjp, averaged.
+  # C. Per micro-batch: supervised + UDA + feedback, one vjp, averaged.
   def teacher_grads(i, mb):
-    n_l, n_u = mb["labeled_x"].shape[0], mb["unlabeled_weak"].shape[0]
-    t_all, teacher_vjp, model_state = jax.vjp(forward(mb, i), teacher.params, has_aux=True)
-    d_sup_uda, teacher_losses = teacher_loss_cotangent(deps, t_all, mb["labeled_y"], n_l, n_u,
-                                                       w_uda)
-    d_feedback = jnp.zeros_like(t_all)
-    if mpl.estimator == "reinforce":
-      d_feedback = feedback_rows(t_all, n_l + n_u, estimators.reinforce_cotangent(
-          t_all[n_l + n_u:], mb["targets"], advantage), mpl.feedback_weight)
-    grads = pull_back(teacher_vjp, d_sup_uda, d_feedback, n_l, mpl.log_grad_parts)
+    t_all, teacher_vjp, model_state, d_sup_uda, teacher_losses = teacher_pass(
+        deps, teacher, mb, jax.random.fold_in(rng_teacher, i), w_uda)
+    d_feedback = mpl.estimator.feedback(t_all[strong_rows(mb):], mb["targets"],
+                                        advantage)
+    grads = teacher_gradient(deps, teacher_vjp, t_all, mb, d_sup_uda, d_feedback)
     return grads, model_state, teacher_losses
 
   grads, teacher_model_state, teacher_losses = accumulation.mean_over_micro_batches(

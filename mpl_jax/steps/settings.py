@@ -6,7 +6,7 @@ Python numbers.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,22 +28,32 @@ class Network:
 
 @dataclasses.dataclass(frozen=True)
 class UdaSettings:
-  weight: float = 0.0        # lambda_uda; 0 turns the consistency loss off
-  ramp_steps: int = 1        # the weight ramps linearly from 0 over this many steps
-  temperature: float = 1.0   # tau, sharpening of the weak-view targets
-  threshold: float = 0.0     # kappa, confidence mask on the weak-view targets
+  """The `uda` section of the config (configs/common.py holds the defaults)."""
+
+  weight: float        # lambda_uda; 0 turns the consistency loss off
+  ramp_steps: int      # the weight ramps linearly from 0 over this many steps
+  temperature: float   # tau, sharpening of the weak-view targets
+  threshold: float     # kappa, confidence mask on the weak-view targets
+
+  @classmethod
+  def from_config(cls, uda) -> "UdaSettings":
+    return cls(**{f.name: uda[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass(frozen=True)
 class MplSettings:
-  estimator: str = "reinforce"  # reinforce | meta | off
-  reward: str = "dot"           # dot | taylor (reinforce only)
-  labels: str = "sample"        # sample | argmax | soft
-  baseline_decay: float = 0.0   # moving reward baseline decay beta; 0 turns it off
-  feedback_weight: float = 1.0  # weight of the feedback term in the teacher's loss
-  supervised_weight: float = 1.0  # weight of the teacher's supervised CE
-  log_grad_parts: bool = False  # log the norm of each part of the teacher's gradient
-  student_update: str = "real"  # real: dot/meta follow the optimizer's update; plain: -lr*g
+  """The `mpl` section of the config, its names resolved to the entries of the estimator
+  registry (`mpl_jax.estimators.settings` builds it; configs/common.py holds the
+  defaults)."""
+
+  estimator: Any         # estimators.Estimator: steps 3-5 and the feedback
+  reward: Any            # estimators.Reward (reinforce)
+  student_update: Any    # estimators.StudentUpdate: what dot and meta take the step to be
+  labels: str            # sample | argmax | soft
+  baseline_decay: float  # moving reward baseline decay beta; 0 turns it off
+  feedback_weight: float  # weight of the feedback term in the teacher's loss
+  supervised_weight: float  # weight of the teacher's supervised CE
+  log_grad_parts: bool   # log the norm of each part of the teacher's gradient
 
 
 def teacher_views(batch: Batch) -> jax.Array:
@@ -61,13 +71,6 @@ def large_teacher_logits(batch: Batch) -> jax.Array:
                           batch["teacher_unlabeled_x"]])
 
 
-# What a method's teacher reads (`methods.Method.teacher_reads`) -> the function making it.
-TEACHER_INPUTS: dict[str, Callable[[Batch], jax.Array]] = {
-    "images": teacher_views,
-    "large_teacher_logits": large_teacher_logits,
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class StepDeps:
   """The networks a step runs and the settings it reads, bound with functools.partial."""
@@ -75,10 +78,10 @@ class StepDeps:
   student: Network
   teacher: Network | None
   num_classes: int
-  label_smoothing: float = 0.0
-  ema_decay: float = 0.0
-  uda: UdaSettings = UdaSettings()
-  mpl: MplSettings = MplSettings()
-  pseudo_label_kind: str = "argmax"  # the pseudo-labels baseline's targets
-  accum_steps: int = 1  # micro-batches per step (gradient accumulation); 1 = none
-  teacher_inputs: Callable[[Batch], jax.Array] = teacher_views  # rows [labeled, u_w, u_s]
+  label_smoothing: float
+  ema_decay: float
+  uda: UdaSettings
+  mpl: MplSettings
+  pseudo_label_kind: str  # the pseudo-labels baseline's targets
+  accum_steps: int  # micro-batches per step (gradient accumulation); 1 = none
+  teacher_inputs: Callable[[Batch], jax.Array]  # the teacher's rows [labeled, u_w, u_s]
