@@ -16,11 +16,11 @@ import json
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from mpl_jax import checkpointing
+from mpl_jax import compiled
 from mpl_jax import data as data_lib
 from mpl_jax import files
 from mpl_jax import methods
@@ -56,10 +56,7 @@ def large_teacher_config(config) -> ml_collections.ConfigDict:
   could carry labels this run must not see.
   """
   cfg = config.reduced_mpl
-  workdir = cfg.large_teacher_workdir
-  if not workdir:
-    raise ConfigError("method=reduced_mpl needs --config.reduced_mpl.large_teacher_workdir: "
-                      "the workdir of a finished run whose network becomes the frozen teacher")
+  workdir = cfg.large_teacher_workdir  # set: methods' check of reduced_mpl
   root = files.path(workdir)
   if not (root / "config.json").exists() or not (root / "results.json").exists():
     raise ConfigError(f"reduced_mpl.large_teacher_workdir={workdir} holds no finished run "
@@ -70,7 +67,7 @@ def large_teacher_config(config) -> ml_collections.ConfigDict:
   if saved_method is None:
     raise ConfigError(f"the run in {workdir} has method={saved.get('method')!r}, unknown "
                       f"here; valid: {list(methods.METHODS)}")
-  if saved_method.teacher_reads != "images":
+  if saved_method.needs_large_teacher:
     raise ConfigError(f"the run in {workdir} is itself a {saved_method.name} run; use the "
                       "large teacher's own workdir (or any run that trains its network on "
                       "images)")
@@ -84,6 +81,7 @@ def large_teacher_config(config) -> ml_collections.ConfigDict:
   if cfg.large_teacher_network == "teacher" and not saved_method.has_teacher:
     raise ConfigError(f"reduced_mpl.large_teacher_network=teacher but the run in {workdir} "
                       f"({saved['method']}) has no teacher; use student or student_ema")
+  # A workdir written before fields were added to the config: those take today's values.
   return ml_collections.ConfigDict(_with_missing_fields(saved, here))
 
 
@@ -118,14 +116,13 @@ def precompute_logits(config, inputs: dict[str, np.ndarray], batch_size: int = 5
   if restored is None:
     raise ConfigError(f"{config.reduced_mpl.large_teacher_workdir} has no checkpoint to read "
                       "the large teacher from")
-  net = getattr(restored[0], config.reduced_mpl.large_teacher_network)
-  apply = nets.deps.student.apply
-  logits_fn = jax.jit(lambda params, model_state, x: apply(
-      params, model_state, x, train=False)[0].astype(jnp.float32))
+  network = config.reduced_mpl.large_teacher_network
+  net = getattr(restored[0], network)
+  logits_fn = compiled.Compiled(nets, mesh=None, skip_nonfinite=False).predict(network)
   out = {}
   for name, x in inputs.items():
-    parts = [np.asarray(logits_fn(net.params, net.model_state, x[i:i + batch_size]))
-             for i in range(0, len(x), batch_size)]
+    parts = [np.asarray(logits_fn(net.params, net.model_state, x[i:i + batch_size]),
+                        np.float32) for i in range(0, len(x), batch_size)]
     out[name] = np.concatenate(parts) if parts else np.zeros((0, nets.deps.num_classes),
                                                               np.float32)
   return out
@@ -134,10 +131,7 @@ def precompute_logits(config, inputs: dict[str, np.ndarray], batch_size: int = 5
 def with_logits(config, dataset: data_lib.Dataset) -> data_lib.Dataset:
   """`dataset` whose batches also carry the frozen large teacher's logits of every labeled
   and unlabeled row, as `teacher_labeled_x` / `teacher_unlabeled_x` (computed once)."""
-  source = dataset.source
-  if not isinstance(source, data_lib.InMemorySource):
-    raise ConfigError(f"method=reduced_mpl needs a data set held in memory; data.name="
-                      f"{config.data.name} is streamed")
+  source = dataset.source  # held in memory: methods' check of reduced_mpl
   logits = precompute_logits(config, {"labeled": source.labeled_x,
                                       "unlabeled": source.unlabeled_x})
   return dataclasses.replace(dataset, source=dataclasses.replace(

@@ -14,10 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mpl_jax import compiled as compiled_lib
 from mpl_jax import config_checks
 from mpl_jax import experiment as experiment_lib
-from mpl_jax import guards
-from mpl_jax.steps import common as step_common
 
 
 @dataclasses.dataclass
@@ -45,36 +44,28 @@ def train_seeds(config, seeds: Sequence[int]) -> SeedsResult:
   keys = [jax.random.split(jax.random.key(int(s))) for s in seeds]
   init_keys = jnp.stack([k[0] for k in keys])
   train_keys = jnp.stack([k[1] for k in keys])
-  state = jax.jit(jax.vmap(exp.init_fn))(init_keys)
-  stepped = {p.name: jax.jit(jax.vmap(guards.guard_step(
-      p.step_fn, skip_nonfinite=config.skip_nonfinite)), donate_argnums=(0,))
-             for p in exp.phases}
+  run = compiled_lib.Compiled(exp, mesh=None, skip_nonfinite=config.skip_nonfinite,
+                              seeds=len(exps))
+  state = run.init(init_keys)
 
   history: dict[str, list] = {}
   history_steps = []
   for step in range(exp.total_steps):
     phase = exp.phase_at(step)
     batch = _stack([e.dataset.source.batch(step) for e in exps])
-    state, metrics = stepped[phase.name](state, batch, train_keys)
+    state, metrics = run.step(phase)(state, batch, train_keys)
     if (step + 1) % config.log_every_steps == 0:
       history_steps.append(step + 1)
       for k, v in jax.device_get(metrics).items():
         history.setdefault(k, []).append(np.asarray(v))
 
-  predict = jax.jit(jax.vmap(
-      lambda p, ms, x: step_common.predict(exp.deps.student.apply, p, ms, x)))
   eval_x = np.stack([e.dataset.eval_x for e in exps])
   eval_y = np.stack([e.dataset.eval_y for e in exps])
-
-  def acc(params, model_state):
-    logits = np.asarray(predict(params, model_state, eval_x))
-    return (logits.argmax(-1) == eval_y).mean(axis=1)
-
-  evals = {"eval/student_accuracy": acc(state.student.params, state.student.model_state),
-           "eval/student_ema_accuracy": acc(state.student_ema.params,
-                                            state.student_ema.model_state)}
-  if exp.has_teacher:
-    evals["eval/teacher_accuracy"] = acc(state.teacher.params, state.teacher.model_state)
+  evals = {}
+  for name in exp.evaluated:  # the networks train.py evaluates, each with its own apply
+    net = getattr(state, name)
+    logits = np.asarray(run.predict(name)(net.params, net.model_state, eval_x))
+    evals[f"eval/{name}_accuracy"] = (logits.argmax(-1) == eval_y).mean(axis=1)
   # -1 where a seed stayed finite; else its first step with a NaN/Inf metric.
   evals["train/first_nonfinite_step"] = np.asarray(state.first_nonfinite_step)
   evals["train/skipped_steps"] = np.asarray(state.skipped_steps)

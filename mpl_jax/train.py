@@ -1,4 +1,5 @@
-"""The training loop: set-up, one jit per step function, checkpoints, metrics, evaluation.
+"""The training loop: set-up, the compiled steps (`mpl_jax.compiled`), checkpoints, metrics,
+evaluation.
 
 `train_and_evaluate(config, workdir)` is what main.py, the demo and the tests call.
 """
@@ -18,6 +19,7 @@ from clu import metric_writers
 from etils import epath
 
 from mpl_jax import checkpointing
+from mpl_jax import compiled as compiled_lib
 from mpl_jax import config_checks
 from mpl_jax import evaluate
 from mpl_jax import experiment as experiment_lib
@@ -25,7 +27,6 @@ from mpl_jax import files
 from mpl_jax import guards
 from mpl_jax import plots
 from mpl_jax import sharding
-from mpl_jax.steps import common as step_common
 
 CONSOLE_KEYS = ("loss", "reward", "accuracy", "feedback_to_supervised")
 
@@ -71,18 +72,17 @@ def _global_eval_batches(batches, mesh: jax.sharding.Mesh):
     yield tuple(sharding.global_rows(np.asarray(part), mesh) for part in batch)
 
 
-def _evaluate(exp: experiment_lib.Experiment, eval_fn, state, batch_size: int,
-              mesh: jax.sharding.Mesh, split: str = "eval") -> dict[str, float]:
-  """Accuracy of the student, its EMA and the teacher on `eval` (validation) or `test`:
-  `{split}/{net}_accuracy` (top-1) and, with more than 5 classes, `..._top5_accuracy`."""
-  ds = exp.dataset
-  nets = {"student": state.student, "student_ema": state.student_ema}
-  if exp.has_teacher and exp.eval_teacher:
-    nets["teacher"] = state.teacher
+def _evaluate(run: compiled_lib.Compiled, dataset, state, batch_size: int,
+              split: str = "eval") -> dict[str, float]:
+  """Accuracy of each evaluated network (`Networks.evaluated`: the student, its EMA and
+  a teacher that reads images) on `eval` (validation) or `test`: `{split}/{net}_accuracy`
+  (top-1) and, with more than 5 classes, `..._top5_accuracy`."""
+  ds = dataset
   out = {}
-  for name, net in nets.items():
-    acc = evaluate.accuracy(eval_fn, net.params, net.model_state,
-                            _global_eval_batches(ds.eval_batches(split, batch_size), mesh))
+  for name in run.nets.evaluated:
+    net = getattr(state, name)
+    acc = evaluate.accuracy(run.eval_counts(name), net.params, net.model_state,
+                            _global_eval_batches(ds.eval_batches(split, batch_size), run.mesh))
     out[f"{split}/{name}_accuracy"] = acc["top1"]
     if ds.num_classes > 5:
       out[f"{split}/{name}_top5_accuracy"] = acc["top5"]
@@ -125,23 +125,20 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
 
   exp = experiment_lib.build(config, mesh, check_data=check_batches)
 
+  run = compiled_lib.Compiled(exp, mesh, skip_nonfinite=config.skip_nonfinite)
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
-  abstract = jax.eval_shape(exp.init_fn, rng_init)
-  replicated = sharding.replicated(mesh)
-  state_sharding = sharding.state_sharding(mesh, abstract)  # replicated, or FSDP
-  meta = checkpointing.signature(config.method, abstract)
+  restore_target = run.abstract_state()  # replicated, or FSDP
+  replicated = run.replicated
+  meta = checkpointing.signature(config.method, restore_target)
 
   root = files.path(workdir)  # local or gs://; every process may create it
   root.mkdir(parents=True, exist_ok=True)
   checkpointer = checkpointing.Checkpointer(
       root / "checkpoints", max_to_keep=config.checkpoint.max_to_keep)
-  restore_target = jax.tree.map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract,
-      state_sharding)
   restored = checkpointer.restore(restore_target, meta)  # refuses other experiments' dirs
   is_main = jax.process_index() == 0
   if restored is None:
-    state = jax.jit(exp.init_fn, out_shardings=state_sharding)(rng_init)
+    state = run.init(rng_init)
     start = 0
     if is_main:  # every file outside checkpoints/ is written by process 0 alone
       files.write_json(root / "config.json", config.to_dict())
@@ -155,17 +152,6 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
       files.write_json(changed, config.to_dict())
       print(f"[{config.method}] warning: the config differs from the one this run started "
             f"with (config.json); it is saved as {changed}", flush=True)
-
-  batch_shard = sharding.batch_sharded(mesh)
-  jitted = {
-      phase.name: jax.jit(
-          guards.guard_step(phase.step_fn, skip_nonfinite=config.skip_nonfinite),
-          in_shardings=(state_sharding, batch_shard, replicated),
-          out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-      for phase in exp.phases
-  }
-  eval_fn = evaluate.make_eval_fn(
-      lambda p, ms, x: step_common.predict(exp.deps.student.apply, p, ms, x))
 
   writer = metric_writers.create_default_writer(
       os.fspath(root / "tensorboard"), just_logging=not is_main, asynchronous=True)
@@ -185,7 +171,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         if step == config.faults.nan_batch_at_step:
           host_batch = guards.corrupt_batch(host_batch)
         global_batch = sharding.to_global(host_batch, mesh, local=per_process)
-        state, metrics = jitted[phase.name](state, global_batch, rng_train)
+        state, metrics = run.step(phase)(state, global_batch, rng_train)
         done = step + 1
         # One process: our SIGTERM handler. Several: orbax's preemption sync point, which
         # every process reaches at the same step (JAX's own handler stays installed).
@@ -210,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     f"{rate:.1f} steps/s ETA {_format_eta((total - done) / rate)}", flush=True)
         periodic_eval = (done % config.eval.every_steps == 0 or done == total) and not preempted
         if periodic_eval or phase_end:  # a phase end is recorded even when preempted
-          evals = _evaluate(exp, eval_fn, state, config.eval.batch_size, mesh)
+          evals = _evaluate(run, exp.dataset, state, config.eval.batch_size)
           writer.write_scalars(done, evals)
           if phase_end and is_main:  # e.g. the student before finetuning
             _record_phase_end(root, phase.name, done, evals)
@@ -231,9 +217,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
           f"{checkpointer.directory}; rerun the same command to resume", flush=True)
     return TrainResult(state=_to_host(state, replicated), eval_metrics={}, experiment=exp,
                        history=history, preempted=True)
-  final = _evaluate(exp, eval_fn, state, config.eval.batch_size, mesh)
+  final = _evaluate(run, exp.dataset, state, config.eval.batch_size)
   if exp.dataset.has_split("test"):  # the test split: once, at the end
-    final.update(_evaluate(exp, eval_fn, state, config.eval.batch_size, mesh, split="test"))
+    final.update(_evaluate(run, exp.dataset, state, config.eval.batch_size, split="test"))
   final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)
   writer.close()
@@ -252,5 +238,5 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
 def predict_numpy(exp: experiment_lib.Experiment, params, model_state, x: np.ndarray
                   ) -> np.ndarray:
   """Eval-mode logits on host inputs (for plots and notebooks)."""
-  return np.asarray(jax.jit(lambda p, ms, v: step_common.predict(
-      exp.deps.student.apply, p, ms, v))(params, model_state, x))
+  run = compiled_lib.Compiled(exp, mesh=None, skip_nonfinite=False)
+  return np.asarray(run.predict("student")(params, model_state, x))

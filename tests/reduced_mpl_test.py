@@ -9,6 +9,7 @@ import pytest
 
 from mpl_jax import config_checks
 from mpl_jax import experiment
+from mpl_jax import multiseed
 from mpl_jax import train
 from mpl_jax.models import reduced_teacher
 from tests.helpers import assert_close_on_scale, flat_params, tiny_config
@@ -146,3 +147,19 @@ def test_a_damaged_large_teacher_checkpoint_is_reported_and_left_alone(tmp_path)
     train.train_and_evaluate(_reduced_config(large_workdir), str(tmp_path / "w"))
   after = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "large").rglob("*"))
   assert after == before
+
+
+def test_multiseed_evaluates_what_train_evaluates(tmp_path):
+  """A teacher of another architecture (the reduced teacher reads logits, not images):
+  multiseed evaluates the networks train.py evaluates, each with its own apply function,
+  and gets the same accuracies."""
+  large_workdir, _ = _large_teacher(tmp_path)
+  c = _reduced_config(large_workdir)
+  c.mesh.num_devices = 1
+  seeds = multiseed.train_seeds(c, [c.seed])
+  single = train.train_and_evaluate(c, str(tmp_path / "reduced"))
+  evaluated = sorted(k for k in single.eval_metrics if k.startswith("eval/"))
+  assert evaluated == ["eval/student_accuracy", "eval/student_ema_accuracy"]
+  assert sorted(k for k in seeds.eval_metrics if k.startswith("eval/")) == evaluated
+  for name in evaluated:
+    assert abs(float(seeds.eval_metrics[name][0]) - single.eval_metrics[name]) < 0.01, name
