@@ -1,5 +1,6 @@
-"""The JAX side of the benchmarks: the MPL step a config file trains, built and jitted as
-`mpl_jax.train` does it, and the passes it is made of, each as its own jitted function.
+"""The JAX side of the benchmarks: the MPL step a config file trains, compiled by
+`mpl_jax.compiled` as `mpl_jax.train` runs it, and its parts, the step's own helpers, each
+as its own jitted function.
 
 Every setting comes from a config file (`CONFIGS`, or `Case.config`): the networks,
 optimizers and `StepDeps` are `mpl_jax.networks.build` of that config, with only what a
@@ -18,15 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mpl_jax import compiled
 from mpl_jax import config_files
 from mpl_jax import data as data_lib
 from mpl_jax import estimators
-from mpl_jax import guards
-from mpl_jax import losses
 from mpl_jax import networks
-from mpl_jax.state import NetState, TrainState, ema_update, initial_state
+from mpl_jax.state import NetState, TrainState, initial_state
+from mpl_jax.steps import common
 from mpl_jax.steps import mpl as mpl_steps
-from mpl_jax.steps import settings as step_settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = ("float32", "bfloat16")
@@ -107,32 +107,16 @@ def check(case: Case) -> None:
     raise ValueError(f"model {case.model!r} is unknown; valid: {list(MODELS)}")
   if case.dtype not in DTYPES:
     raise ValueError(f"dtype {case.dtype!r} is unknown; valid: {list(DTYPES)}")
-  if case.estimator not in estimators.ESTIMATORS:
-    raise ValueError(f"estimator {case.estimator!r} is unknown; valid: "
-                     f"{list(estimators.ESTIMATORS)}")
-  if case.reward not in estimators.REWARDS:
-    raise ValueError(f"reward {case.reward!r} is unknown; valid: {list(estimators.REWARDS)}")
-  if case.student_update not in estimators.STUDENT_UPDATES:
-    raise ValueError(f"student_update {case.student_update!r} is unknown; valid: "
-                     f"{list(estimators.STUDENT_UPDATES)}")
   if case.labeled_batch < 1 or case.mu < 1:
     raise ValueError("labeled_batch and mu must be at least 1")
+  estimators.check(case.train_config)  # estimator, reward and student update: the registry's
 
 
-def build_networks(case: Case) -> networks.Networks:
-  """`mpl_jax.networks.build` of the case's config: what `mpl_jax.train` would train."""
+def build_run(case: Case) -> compiled.Compiled:
+  """What `mpl_jax.train` compiles for the case's config, on one device (no mesh)."""
   check(case)
-  return networks.build(case.train_config)
-
-
-def build_module(case: Case):
-  """The Flax module of the case (the same for teacher and student, as in the paper)."""
-  return build_networks(case).student_module
-
-
-def build_deps(case: Case) -> step_settings.StepDeps:
-  """The StepDeps `mpl_jax.train` binds to the MPL step of the case's config."""
-  return build_networks(case).deps
+  nets = networks.build(case.train_config)
+  return compiled.Compiled(nets, mesh=None, skip_nonfinite=case.train_config.skip_nonfinite)
 
 
 def _host_values(abstract, rng: np.random.Generator):
@@ -151,102 +135,76 @@ def _host_values(abstract, rng: np.random.Generator):
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
-def init_state(case: Case, deps: step_settings.StepDeps, seed: int = 0) -> TrainState:
-  """A fresh TrainState (teacher, student, EMA) of the experiment's structure.
+def init_state(run: compiled.Compiled, seed: int = 0) -> TrainState:
+  """A fresh TrainState (teacher, student, EMA) of the run's structure.
 
-  The variables get their shapes from Flax (`jax.eval_shape` of the module's init) and
-  their values from numpy on the host: the values do not change a step's cost, and
+  The variables get their shapes from the run's init (`jax.eval_shape`, nothing compiled)
+  and their values from numpy on the host: the values do not change a step's cost, and
   compiling Flax's initializers for two ResNet-50s takes minutes on a CPU.
   """
-  module = build_module(case)
-  sample = jnp.zeros((1, case.size, case.size, 3), jnp.float32)
-  key = jax.random.key(seed)
-  abstract = jax.eval_shape(lambda: module.init({"params": key, "dropout": key}, sample,
-                                                train=False))
+  abstract, rng = run.abstract_state(), np.random.default_rng(seed)
+
+  def net(shapes: NetState, tx) -> NetState:
+    params = jax.device_put(_host_values(shapes.params, rng))
+    return NetState(params=params, model_state=jax.device_put(
+        _host_values(shapes.model_state, rng)), opt_state=jax.jit(tx.init)(params))
+
+  deps = run.nets.deps
+  teacher = None if abstract.teacher is None else net(abstract.teacher, deps.teacher.tx)
+  return initial_state(net(abstract.student, deps.student.tx), teacher)
+
+
+def make_batch(case: Case, run: compiled.Compiled, seed: int = 1) -> dict[str, jax.Array]:
+  """Random values for the run's abstract batch of the case's sizes, on the default device:
+  standard-normal floats (normalized images, or logits), labels below the class count."""
   rng = np.random.default_rng(seed)
+  classes = run.nets.deps.num_classes
 
-  def net(tx):
-    variables = dict(jax.device_put(_host_values(abstract, rng)))
-    params = variables.pop("params")
-    return NetState(params=params, model_state=variables, opt_state=jax.jit(tx.init)(params))
+  def fill(leaf):
+    if jnp.issubdtype(leaf.dtype, jnp.integer):
+      return rng.integers(0, classes, leaf.shape).astype(leaf.dtype)
+    return rng.standard_normal(leaf.shape, dtype=np.float32).astype(leaf.dtype)
 
-  student, teacher = net(deps.student.tx), net(deps.teacher.tx)
-  return initial_state(student, teacher)
-
-
-def make_batch(case: Case, seed: int = 1) -> dict[str, jax.Array]:
-  """Random normalized images and labels of the case's shapes, on the default device."""
-  rng = np.random.default_rng(seed)
-  image = lambda n: rng.standard_normal((n, case.size, case.size, 3), dtype=np.float32)
-  b, u = case.labeled_batch, case.unlabeled_batch
-  weak = image(u)
-  batch = {"labeled_x": image(b),
-           "labeled_y": rng.integers(0, case.num_classes, b).astype(np.int32),
-           "unlabeled_weak": weak, "unlabeled_strong": weak + 0.5 * image(u)}
-  return jax.device_put(batch)
+  abstract = run.abstract_batch(case.labeled_batch, case.unlabeled_batch)
+  return jax.device_put({name: fill(leaf) for name, leaf in abstract.items()})
 
 
-def jit_step(deps: step_settings.StepDeps) -> Callable:
-  """The MPL step as `mpl_jax.train` jits it: guarded, the state donated."""
-  step_fn = guards.guard_step(functools.partial(mpl_steps.mpl_step, deps=deps),
-                              skip_nonfinite=False)
-  return jax.jit(step_fn, donate_argnums=(0,))
+def step(run: compiled.Compiled):
+  """The run's first step (the case's MPL step), compiled as `mpl_jax.train` runs it."""
+  return run.step(run.nets.phases[0])
 
 
-# ---- The passes a step is made of, each one jitted alone. ----
+# ---- The parts of the MPL step: its own helpers (`mpl_jax.steps.mpl`), each jitted alone. ----
 
 
-def _fwd_bwd(apply, params, model_state, x, targets, rng):
-  """Loss, parameter gradients and new BatchNorm statistics of one train-mode pass."""
-  def loss_fn(p):
-    logits, new_state = apply(p, model_state, x, train=True, rng=rng)
-    return losses.mean_cross_entropy(targets, logits), new_state
-
-  (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  return loss, grads, new_state
-
-
-def _forward(apply, params, model_state, x, targets, rng):
-  logits, _ = apply(params, model_state, x, train=True, rng=rng)
-  return losses.mean_cross_entropy(targets, logits)
+def _teacher_forward_backward(deps, state, batch, rng):
+  """Steps 1 and 6 without the feedback: the teacher's forward on its rows and one vjp of
+  its supervised + UDA cotangent; (t_s, gradient, model state)."""
+  w_uda = common.uda_weight(state.step, deps.uda)
+  t_all, teacher_vjp, model_state, d_sup_uda, _ = mpl_steps.teacher_pass(
+      deps, state.teacher, batch, rng, w_uda)
+  t_s = t_all[mpl_steps.strong_rows(batch):]
+  grads = mpl_steps.teacher_gradient(deps, teacher_vjp, t_all, batch, d_sup_uda,
+                                     jnp.zeros_like(t_s))
+  return t_s, grads, model_state
 
 
-def _meta_feedback(apply, tx, lr, params, opt_state, model_state, u_s, t_s, x_l, y_l, rng):
-  """The meta estimator's student side: d/dt_s L_l(theta'(g_u)), g_u the gradient of
-  CE(softmax(t_s), S(u_s)) and theta' the optimizer's real update (tx given) or the
-  plain step theta - lr * g_u (tx None)."""
-  rng_u, rng_l = jax.random.split(rng)
-
-  def objective(strong_logits):
-    soft = jax.nn.softmax(strong_logits)
-
-    def unlabeled(p):
-      logits, new_state = apply(p, model_state, u_s, train=True, rng=rng_u)
-      return losses.mean_cross_entropy(soft, logits), new_state
-
-    (_, new_state), g_u = jax.value_and_grad(unlabeled, has_aux=True)(params)
-    if tx is None:
-      stepped = jax.tree.map(lambda p, g: p - lr * g, params, g_u)
-    else:
-      direction, _ = tx.update(g_u, opt_state, params)
-      stepped = jax.tree.map(lambda p, u: p + lr * u, params, direction)
-    logits, _ = apply(stepped, model_state, x_l, train=True, rng=rng_l)
-    return losses.mean_cross_entropy(y_l, logits), (g_u, new_state)
-
-  return jax.grad(objective, has_aux=True)(t_s)
+def _pseudo_labels(deps, t_s, rng):
+  """Step 2."""
+  return mpl_steps.pseudo_labels(deps, t_s, rng)
 
 
-def _updates_and_ema(deps: step_settings.StepDeps, state: TrainState, teacher_grads, student_grads):
-  """Both optimizer updates at the step's learning rates and the student's EMA."""
-  def update(net, network, grads):
-    updates, opt_state = network.tx.update(grads, net.opt_state, net.params)
-    lr = network.learning_rate(state.step)
-    params = jax.tree.map(lambda p, u: p + lr * u, net.params, updates)
-    return net.replace(params=params, opt_state=opt_state)
+def _student_and_feedback(deps, state, targets, t_s, batch, rng):
+  """Steps 3-5, the estimator's: the student's update, the reward, the feedback on t_s."""
+  return mpl_steps.student_step_and_feedback(state.student, targets, t_s, batch, state.step,
+                                             state.reward_baseline, rng, deps=deps)
 
-  student = update(state.student, deps.student, student_grads)
-  teacher = update(state.teacher, deps.teacher, teacher_grads)
-  return student, teacher, ema_update(state.student_ema, student, deps.ema_decay)
+
+def _teacher_update_and_ema(deps, state, student, teacher_grads, teacher_model_state):
+  """Step 6's update of the teacher, and the end of the step (the student's EMA)."""
+  teacher = common.apply_grads(state.teacher, teacher_grads, deps.teacher,
+                               teacher_model_state, state.step)
+  return common.finish(state, deps, student=student, teacher=teacher)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,46 +216,30 @@ class Part:
   args: tuple
 
 
-def parts(case: Case, deps: step_settings.StepDeps, state: TrainState,
-          batch: dict[str, jax.Array]) -> list[Part]:
-  """The passes the case's step needs, in the order the step runs them.
+def parts(run: compiled.Compiled, state: TrainState, batch: dict[str, jax.Array]
+          ) -> list[Part]:
+  """The MPL step's parts, in the order the step runs them, each the step's own helper:
 
-  - teacher forward+backward over concat[x_l, u_w, u_s]: B (1 + 2 mu) images, once;
-  - the student's forward+backward on u_s (B mu images) for g_u;
-  - the reward's passes on the B labeled images: one forward+backward at the updated
-    student (reinforce; `taylor` adds a forward at the old student); `meta` replaces the
-    student's passes with its gradient-of-gradient;
-  - both optimizer updates and the student's EMA.
+  - `teacher_forward_backward` (steps 1 and 6): the teacher's forward over its B(1 + 2 mu)
+    rows and one vjp;
+  - `pseudo_labels` (step 2);
+  - `student_and_feedback` (steps 3-5, the estimator's): the student's forward+backward
+    on the mu*B strong views and its update, and the reward's passes on the B labeled
+    images (`reinforce`: a forward+backward at the updated student, `taylor` adds a
+    forward; `meta`: a gradient of a gradient in their place);
+  - `teacher_update_and_ema`: the teacher's optimizer update, the student's EMA.
+  The arguments of each part are computed from the same state and batch.
   """
-  apply = deps.student.apply
-  num_classes = case.num_classes
+  deps = run.nets.deps
   rng = jax.random.key(3)
-  x_l, u_w, u_s = batch["labeled_x"], batch["unlabeled_weak"], batch["unlabeled_strong"]
-  y_l = losses.one_hot(batch["labeled_y"], num_classes)
-  all_x = jnp.concatenate([x_l, u_w, u_s])
-  onehot = lambda n: losses.one_hot(jnp.arange(n) % num_classes, num_classes)
-  fwd_bwd = jax.jit(functools.partial(_fwd_bwd, apply))
-  teacher, student = state.teacher, state.student
-
-  out = [Part("teacher_fwd_bwd", fwd_bwd,
-              (teacher.params, teacher.model_state, all_x, onehot(all_x.shape[0]), rng))]
-  if case.estimator == "meta":
-    t_s = jnp.zeros((case.unlabeled_batch, num_classes), jnp.float32)
-    lr = deps.student.learning_rate(jnp.asarray(1000))
-    tx = deps.student.tx if case.student_update == "real" else None
-    out.append(Part("student_meta_grad",
-                    jax.jit(functools.partial(_meta_feedback, apply, tx)),
-                    (lr, student.params, student.opt_state, student.model_state, u_s, t_s,
-                     x_l, y_l, rng)))
-  else:
-    out.append(Part("student_unlabeled_fwd_bwd", fwd_bwd,
-                    (student.params, student.model_state, u_s, onehot(u_s.shape[0]), rng)))
-    if case.estimator == "reinforce":
-      out.append(Part("student_labeled_fwd_bwd", fwd_bwd,
-                      (student.params, student.model_state, x_l, y_l, rng)))
-      if case.reward == "taylor":
-        out.append(Part("student_labeled_fwd", jax.jit(functools.partial(_forward, apply)),
-                        (student.params, student.model_state, x_l, y_l, rng)))
-  out.append(Part("updates_and_ema", jax.jit(functools.partial(_updates_and_ema, deps)),
-                  (state, teacher.params, student.params)))
-  return out
+  forward_backward = jax.jit(functools.partial(_teacher_forward_backward, deps))
+  labels = jax.jit(functools.partial(_pseudo_labels, deps))
+  student = jax.jit(functools.partial(_student_and_feedback, deps))
+  update = jax.jit(functools.partial(_teacher_update_and_ema, deps))
+  t_s, grads, model_state = forward_backward(state, batch, rng)
+  targets = labels(t_s, rng)
+  new_student = student(state, targets, t_s, batch, rng).student
+  return [Part("teacher_forward_backward", forward_backward, (state, batch, rng)),
+          Part("pseudo_labels", labels, (t_s, rng)),
+          Part("student_and_feedback", student, (state, targets, t_s, batch, rng)),
+          Part("teacher_update_and_ema", update, (state, new_student, grads, model_state))]

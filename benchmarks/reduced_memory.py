@@ -18,10 +18,10 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
 
 from benchmarks import jax_case
 from benchmarks import step_bench
+from mpl_jax import compiled as compiled_lib
 from mpl_jax import config_files
 from mpl_jax import networks
 
@@ -47,22 +47,14 @@ def measure(*, model: str = "wide_resnet", depth: int = 28, width: int = 2,
   jax_case.check(case)
   reduced = {"method": "reduced_mpl", "reduced_mpl.hidden": tuple(hidden), "uda.weight": 0.0}
   b, u = case.labeled_batch, case.unlabeled_batch
-  images = lambda n: jax.ShapeDtypeStruct((n, case.size, case.size, 3), jnp.float32)
-  batch = {"labeled_x": images(b), "labeled_y": jax.ShapeDtypeStruct((b,), jnp.int32),
-           "unlabeled_weak": images(u), "unlabeled_strong": images(u)}
 
   rows = []
   for variant, overrides in (("mpl", {}), ("reduced_mpl", reduced)):
-    nets = networks.build(config_files.load(case.config_file,
-                                            {**case.overrides(), **overrides}))
-    deps, k = nets.deps, nets.deps.num_classes
-    state = jax.eval_shape(nets.init_fn, jax.random.key(0))
-    step_batch = dict(batch)
-    if variant == "reduced_mpl":
-      step_batch["teacher_labeled_x"] = jax.ShapeDtypeStruct((b, k), jnp.float32)
-      step_batch["teacher_unlabeled_x"] = jax.ShapeDtypeStruct((u, k), jnp.float32)
-    rng = jax.eval_shape(lambda: jax.random.key(0))
-    compiled = jax_case.jit_step(deps).lower(state, step_batch, rng).compile()
+    config = config_files.load(case.config_file, {**case.overrides(), **overrides})
+    run = compiled_lib.Compiled(networks.build(config), mesh=None,
+                                skip_nonfinite=config.skip_nonfinite)
+    state, step_batch = run.abstract_state(), run.abstract_batch(b, u)
+    compiled = run.lower(run.nets.phases[0], b, u).compile()
     m = compiled.memory_analysis()
     rows.append({
         "variant": variant, **case.describe(), "reduced_hidden": list(hidden),

@@ -117,11 +117,11 @@ class StepRunner:
 
   def __init__(self, case: jax_case.Case, seed: int = 0):
     self.case = case
-    self.deps = jax_case.build_deps(case)
-    self.state = jax_case.init_state(case, self.deps, seed)
-    self.batch = jax_case.make_batch(case, seed + 1)
+    self.run = jax_case.build_run(case)
+    self.state = jax_case.init_state(self.run, seed)
+    self.batch = jax_case.make_batch(case, self.run, seed + 1)
     self.rng = jax.random.key(seed + 2)
-    traced = jax_case.jit_step(self.deps).trace(self.state, self.batch, self.rng)
+    traced = jax_case.step(self.run).trace(self.state, self.batch, self.rng)
     self.hlo_flops = hlo_flops(traced)
     self.compiled = traced.lower().compile()
 
@@ -140,7 +140,7 @@ def run_case(case: jax_case.Case, runs: int, warmup: int, with_parts: bool = Tru
   if with_parts:
     # The parts get their own copy of the state: the step donates (deletes) its input.
     part_state = jax.tree.map(jnp.copy, runner.state)
-    for part in jax_case.parts(case, runner.deps, part_state, runner.batch):
+    for part in jax_case.parts(runner.run, part_state, runner.batch):
       traced = part.fn.trace(*part.args)
       part_list.append((part.name, traced.lower().compile(), part.args, hlo_flops(traced)))
 
@@ -198,12 +198,12 @@ def count_flops(case: jax_case.Case) -> dict[str, Any]:
   Quick on any machine, and what MFU on another device divides by: e.g. a GPU's step
   time from a run there with the count made here.
   """
-  deps = jax_case.build_deps(case)
-  state = jax_case.init_state(case, deps)
-  batch = jax_case.make_batch(case)
+  run = jax_case.build_run(case)
+  state = jax_case.init_state(run)
+  batch = jax_case.make_batch(case, run)
   parts = {p.name: hlo_flops(p.fn.trace(*p.args))
-           for p in jax_case.parts(case, deps, state, batch)}
-  step = hlo_flops(jax_case.jit_step(deps).trace(state, batch, jax.random.key(0)))
+           for p in jax_case.parts(run, state, batch)}
+  step = hlo_flops(jax_case.step(run).trace(state, batch, jax.random.key(0)))
   return {"benchmark": "step_flops", **case.describe(), "jax_version": jax.__version__,
           "step_flops_hlo": step, "parts_flops_hlo": parts,
           "flops_ratio_hlo": (step / sum(parts.values())

@@ -33,7 +33,8 @@ def test_step_time_is_the_micro_steps_flops_at_the_stated_mfu(aot):
 
 
 def test_plan_quotes_only_compiled_rows_of_the_same_step(aot, tmp_path):
-  step = {"config": "configs/imagenet_efficientnet_l2.py", "variant": "l2",
+  step = {"config": "configs/imagenet_efficientnet_l2.py", "method": "mpl", "phase": "mpl",
+          "variant": "l2",
           "device_kind": "TPU v4", "chips": 32, "mesh": "2x16", "resolution": 512,
           "labeled_per_chip": 1, "unlabeled_per_chip": 8, "dtype": "bfloat16",
           "remat": True, "scan_blocks": True, "split_gradients": True, "gather": "layer"}
@@ -45,10 +46,11 @@ def test_plan_quotes_only_compiled_rows_of_the_same_step(aot, tmp_path):
   path = tmp_path / "rows.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   assert [r["peak_gib_per_chip"] for r in aot.compiled_rows(step, str(path))] == [43.1]
-  older = {k: v for k, v in rows[1].items() if k not in ("config", "gather")}
-  path.write_text(json.dumps(older) + "\n")  # rows from before config/gather were written
-  assert aot.compiled_rows(dict(step, gather="network"), str(path)) == [older]
-  assert aot.compiled_rows(step, str(path)) == []
+  # Another method or phase of the same config is another step.
+  for other in (dict(step, method="uda", phase="uda"), dict(step, phase="teacher")):
+    path.write_text(json.dumps(dict(other, fits=True, peak_gib_per_chip=9.0)) + "\n")
+    assert aot.compiled_rows(step, str(path)) == []
+    assert len(aot.compiled_rows(other, str(path))) == 1
 
 
 def test_settings_left_out_are_the_configs(aot, tmp_path):

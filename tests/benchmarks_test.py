@@ -58,7 +58,7 @@ def test_step_bench_imports_no_tensorflow(env):
   modules = "benchmarks.step_bench" + (
       ", benchmarks.compare" if importlib.util.find_spec("torch") else "")
   code = (f"import sys, {modules}; from benchmarks import jax_case; "
-          "jax_case.build_deps(jax_case.Case(depth=10, width=1, labeled_batch=2, mu=1)); "
+          "jax_case.build_run(jax_case.Case(depth=10, width=1, labeled_batch=2, mu=1)); "
           "bad = sorted({m.split('.')[0] for m in sys.modules} & "
           "{'tensorflow', 'clu', 'tensorflow_datasets'}); "
           "assert not bad, bad")
@@ -70,8 +70,8 @@ def test_step_bench_reports_step_parts_and_ratios(env):
                    "--warmup=0")
   assert record["framework"] == "jax" and record["estimator"] == "reinforce"
   assert record["images_per_step"] == 2 * (1 + 2 * 1)
-  assert set(record["parts"]) == {"teacher_fwd_bwd", "student_unlabeled_fwd_bwd",
-                                  "student_labeled_fwd_bwd", "updates_and_ema"}
+  assert set(record["parts"]) == {"teacher_forward_backward", "pseudo_labels",
+                                  "student_and_feedback", "teacher_update_and_ema"}
   for key in ("step_time_s", "images_per_s", "step_flops", "parts_flops", "parts_time_s",
               "peak_memory_bytes"):
     assert record[key] > 0, key

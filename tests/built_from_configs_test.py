@@ -31,16 +31,17 @@ def test_benchmark_step_runs_what_the_config_file_says(tmp_path):
                         ("c.uda.temperature = 0.7", "c.uda.temperature = 0.35"))
   base = jax_case.Case(depth=10, width=1, labeled_batch=2, mu=1, image_size=8)
   cases = {"file": base, "edited": dataclasses.replace(base, config=edited + ":mpl")}
-  deps = {name: jax_case.build_deps(case) for name, case in cases.items()}
+  runs = {name: jax_case.build_run(case) for name, case in cases.items()}
+  deps = {name: run.nets.deps for name, run in runs.items()}
   assert (deps["file"].label_smoothing, deps["file"].uda.temperature) == (0.15, 0.7)
   assert (deps["edited"].label_smoothing, deps["edited"].uda.temperature) == (0.4, 0.35)
-  # The benchmark's jitted step computes with them: the same state and batch give another
+  # The benchmark's compiled step computes with them: the same state and batch give another
   # supervised loss of the teacher (its targets are smoothed by label_smoothing).
   losses = {}
   for name, case in cases.items():
-    state = jax_case.init_state(case, deps[name])
-    _, metrics = jax_case.jit_step(deps[name])(state, jax_case.make_batch(case),
-                                               jax.random.key(0))
+    run = runs[name]
+    state = jax_case.init_state(run)
+    _, metrics = jax_case.step(run)(state, jax_case.make_batch(case, run), jax.random.key(0))
     losses[name] = float(metrics["teacher/loss_labeled"])
   assert np.isfinite(list(losses.values())).all()
   assert abs(losses["file"] - losses["edited"]) > 1e-3, losses
@@ -63,10 +64,9 @@ def test_tpu_compile_builds_the_flagship_config(tmp_path):
   sizes, temperatures = {}, {}
   for name, path in (("file", aot.FLAGSHIP), ("edited", edited)):
     config = aot.flagship_config(path + ":runlocal", resolution=32)
-    nets = aot.build_networks(config, mesh)
-    temperatures[name] = nets.deps.uda.temperature
-    abstract = jax.eval_shape(nets.init_fn, jax.random.key(0))
-    sizes[name] = sum(x.size for x in jax.tree.leaves(abstract.student.params))
-    assert nets.phase_at(0).name == "mpl" and nets.deps.num_classes == 1000
+    run = aot.build_run(config, mesh)
+    temperatures[name] = run.nets.deps.uda.temperature
+    sizes[name] = sum(x.size for x in jax.tree.leaves(run.abstract_state().student.params))
+    assert aot.find_phase(run, None).name == "mpl" and run.nets.deps.num_classes == 1000
   assert temperatures == {"file": 0.5, "edited": 0.25}
   assert sizes["edited"] > 1.5 * sizes["file"], sizes  # a wider network

@@ -298,3 +298,35 @@ def test_mpl_step_compiles_ahead_of_time_for_a_tpu_topology():
   # Splitting parameters and optimizer state two ways halves what each chip holds of them.
   data_parallel, sharded = results
   assert sharded["argument_gib"] < 0.75 * data_parallel["argument_gib"]
+
+
+@pytest.mark.slow
+def test_any_method_of_any_config_compiles_ahead_of_time():
+  """tools/aot_tpu.py compiles the step `mpl_jax.compiled` gives any method: the flagship
+  config's UDA and supervised steps (tiny EfficientNet) and the CIFAR config's MPL step
+  (WRN-28-2 at 32 px), for a v4 topology of 4 chips."""
+  python = _tpu_python()
+  if python is None:
+    pytest.skip("libtpu is not importable; see tools/aot_tpu.py for the .venv-tpu setup")
+  tiny = ["--variant=b0", "--width=0.25", "--depth=0.25", "--resolution=32",
+          "--num_classes=10"]
+  flagship = os.path.join("configs", "imagenet_efficientnet_l2.py")
+  cases = [([f"--config={flagship}:uda", *tiny], ("uda", "uda")),
+           ([f"--config={flagship}:supervised", *tiny], ("supervised", "supervised")),
+           ([f"--config={os.path.join('configs', 'cifar10_wrn28_2.py')}:mpl"], ("mpl", "mpl"))]
+  steps = {}
+  for args, (method, phase) in cases:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([python, os.path.join(ROOT, "tools", "aot_tpu.py"), *args,
+                           "--topology=v4:2x2x1", "--model_axis=1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    r = json.loads(line[len("RESULT "):])
+    assert (r["method"], r["phase"]) == (method, phase)
+    assert r["device_kind"] == "TPU v4" and r["chips"] == 4 and r["fits"]
+    assert r["flops_per_chip"] > 0 and r["peak_gib_per_chip"] > 0
+    steps[method] = r
+  # UDA runs one network on the three views, supervised one on the labeled images only.
+  assert steps["uda"]["flops_per_chip"] > 2 * steps["supervised"]["flops_per_chip"]
+  assert steps["mpl"]["config"] == os.path.join("configs", "cifar10_wrn28_2.py")

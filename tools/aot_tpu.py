@@ -1,8 +1,10 @@
-"""Compiles the MPL step ahead of time for a Cloud TPU topology, on a machine without TPUs.
+"""Compiles a config's step ahead of time for a Cloud TPU topology, on a machine without TPUs.
 
-libtpu's compiler runs here through `jax.experimental.topologies`: the step is lowered
-with abstract inputs (shapes, dtypes and shardings only, nothing allocated) and compiled
-for the chosen topology. The compiled step's memory analysis gives what one chip must
+Any method and phase of any config (`--config=FILE[:ARG]`, `--phase`; by default the
+flagship's MPL step). libtpu's compiler runs here through `jax.experimental.topologies`:
+the step `mpl_jax.compiled` gives the training loop is lowered with abstract inputs
+(shapes, dtypes and shardings only, nothing allocated) and compiled for the chosen
+topology. The compiled step's memory analysis gives what one chip must
 hold; its cost analysis gives the FLOPs one chip runs per step. A step that does not fit
 a chip's HBM fails to compile, and the compiler's message (how much it needed) is
 reported instead.
@@ -26,6 +28,7 @@ Run (the paper's per-core batch, EfficientNet-L2 teacher and student at 512x512)
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=1
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v4:4x4x2 --model_axis=16 --gather=layer
   .venv-tpu/bin/python tools/aot_tpu.py --topology=v5p:4x4x2 --model_axis=16 --no-remat
+  .venv-tpu/bin/python tools/aot_tpu.py --config=configs/imagenet_efficientnet_l2.py:uda
 Every model, image and mesh setting not given on the command line is the config's (the
 flagship's: L2, 512 px, bfloat16, remat, scanned stages, data parallel), so the step
 compiled is the step the config trains. The last line printed is `RESULT {json}` for
@@ -56,15 +59,14 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
+from mpl_jax import compiled as compiled_lib  # pylint: disable=g-import-not-at-top
 from mpl_jax import config_files  # pylint: disable=g-import-not-at-top
 from mpl_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-from mpl_jax import guards  # pylint: disable=g-import-not-at-top
 from mpl_jax import networks  # pylint: disable=g-import-not-at-top
 from mpl_jax import sharding  # pylint: disable=g-import-not-at-top
+from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
 from mpl_jax.models import efficientnet  # pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +79,7 @@ PEAK_TFLOPS = {"TPU v4": 275, "TPU v5": 459, "TPU v5 lite": 197, "TPU v6 lite": 
 MEGACORE = ("v4", "v5p")
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "aot_tpu.jsonl")
 # The fields of a compiled row that must match a planned step for its memory to apply.
-SAME_STEP = ("config", "variant", "device_kind", "chips", "mesh", "resolution",
+SAME_STEP = ("config", "method", "phase", "variant", "device_kind", "chips", "mesh", "resolution",
              "labeled_per_chip", "unlabeled_per_chip", "dtype", "remat", "scan_blocks",
              "split_gradients", "gather")
 
@@ -116,24 +118,28 @@ def flagship_config(config: str = FLAGSHIP, *, variant: str | None = None,
   return c
 
 
-def build_networks(config, mesh, num_classes: int | None = None,
-                   split_gradients: bool = True) -> networks.Networks:
-  """`mpl_jax.networks.build` of `config` on `mesh`, as training builds it: with a 'model'
-  axis, parameters are gathered where each network runs or, with `mesh.gather=layer`,
-  where each block runs (FSDP, `mpl_jax.sharding`). `num_classes` overrides the data
-  set's."""
+def build_run(config, mesh, num_classes: int | None = None,
+              split_gradients: bool = True) -> compiled_lib.Compiled:
+  """What `mpl_jax.train` compiles for `config` on `mesh`: its networks (with a 'model'
+  axis, parameters gathered where each network runs or, with `mesh.gather=layer`, where
+  each block runs: FSDP, `mpl_jax.sharding`) and their compiled steps. `num_classes`
+  overrides the data set's."""
   spec = data_lib.spec(config.data)
   if num_classes is not None:
     spec = data_lib.DataSpec(num_classes, spec.input_shape)
-  return networks.build(config, spec, mesh, split_gradients=split_gradients)
+  nets = networks.build(config, spec, mesh, split_gradients=split_gradients)
+  return compiled_lib.Compiled(nets, mesh, skip_nonfinite=config.skip_nonfinite)
 
 
-def build_step(config, mesh, num_classes: int | None = None, split_gradients: bool = True):
-  """The first step function of `config` (its MPL step), guarded as `mpl_jax.train` jits
-  it, and the init of its state."""
-  nets = build_networks(config, mesh, num_classes, split_gradients)
-  step_fn = nets.phase_at(0).step_fn
-  return guards.guard_step(step_fn, skip_nonfinite=config.skip_nonfinite), nets.init_fn
+def find_phase(run: compiled_lib.Compiled, name: str | None):
+  """The phase called `name` of the run (None: its first)."""
+  if name is None:
+    return run.nets.phases[0]
+  by_name = {p.name: p for p in run.nets.phases}
+  if name not in by_name:
+    raise ValueError(f"--phase={name} is not a phase of method "
+                     f"{run.nets.method.name}; valid: {list(by_name)}")
+  return by_name[name]
 
 
 def accumulation(target: tuple[int, int], per_micro_step: tuple[int, int]) -> int | None:
@@ -157,10 +163,8 @@ def compiled_rows(result: dict, path: str = RESULTS) -> list[dict]:
     return []
   with open(path) as f:
     rows = [json.loads(line) for line in f if line.strip()]
-  older = {"config": os.path.relpath(FLAGSHIP, ROOT), "gather": "network",  # rows before
-           "split_gradients": True}
   return [r for r in rows if "fits" in r and not r.get("plan")
-          and all({**older, **r}.get(k) == result.get(k) for k in SAME_STEP)]
+          and all(r.get(k) == result.get(k) for k in SAME_STEP)]
 
 
 def _commit() -> str | None:
@@ -190,17 +194,17 @@ def settings_of(c) -> dict:
           "model_axis": int(c.mesh.model_axis), "gather": c.mesh.gather}
 
 
-def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip: int,
+def compile_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip: int,
                      variant: str | None = None, model_axis: int | None = None,
                      resolution: int | None = None, num_classes: int | None = None,
                      dtype: str | None = None, remat: bool | None = None,
                      scan_blocks: bool | None = None, width: float | None = None,
                      depth: float | None = None, split_gradients: bool = True,
-                     gather: str | None = None, config: str = FLAGSHIP, plan: bool = False,
-                     mfu: float = 0.4) -> dict:
-  """Lowers and compiles one MPL step of `config` for `topology`; returns sizes, memory
-  and FLOPs. With `plan`, lowers only and returns the plan (see the module docstring).
-  Each setting left None is the config's."""
+                 gather: str | None = None, config: str = FLAGSHIP, phase: str | None = None,
+                 plan: bool = False, mfu: float = 0.4) -> dict:
+  """Lowers and compiles one step of `config` (the phase named `phase`, default its
+  first) for `topology`; returns sizes, memory and FLOPs. With `plan`, lowers only and
+  returns the plan (see the module docstring). Each setting left None is the config's."""
   devices = get_devices(topology)
   n = len(devices)
   n_l, n_u = labeled_per_chip * n, unlabeled_per_chip * n
@@ -216,33 +220,21 @@ def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip
     raise ValueError(f"--model_axis={model_axis} does not divide the {n} chips of {topology}")
   mesh = topologies.make_mesh(topologies.TopologyDescription(devices),
                               (n // model_axis, model_axis), ("data", "model"))
-  replicated = NamedSharding(mesh, P())
-  step, init = build_step(train_config, mesh, num_classes, split_gradients=split_gradients)
-
-  image = (resolution, resolution, 3)
-  rng = jax.eval_shape(lambda: jax.random.key(0))
-  abstract_state = jax.eval_shape(init, rng)
-  state_sharding = sharding.state_sharding(mesh, abstract_state)
-  batch_sharding = NamedSharding(mesh, P(("data", "model")))
-  batch = {"labeled_x": jax.ShapeDtypeStruct((n_l,) + image, jnp.float32, sharding=batch_sharding),
-           "labeled_y": jax.ShapeDtypeStruct((n_l,), jnp.int32, sharding=batch_sharding),
-           "unlabeled_weak": jax.ShapeDtypeStruct((n_u,) + image, jnp.float32,
-                                                  sharding=batch_sharding),
-           "unlabeled_strong": jax.ShapeDtypeStruct((n_u,) + image, jnp.float32,
-                                                    sharding=batch_sharding)}
-  state_in = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                          abstract_state, state_sharding)
-  rng_in = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=replicated)
+  run = build_run(train_config, mesh, num_classes, split_gradients=split_gradients)
+  step = find_phase(run, phase)
+  abstract_state = run.abstract_state()
 
   params = sum(x.size for x in jax.tree.leaves(abstract_state.student.params))
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
-  result = {"config": os.path.relpath(config.partition(":")[0], ROOT), "variant": variant,
+  result = {"config": os.path.relpath(config.partition(":")[0], ROOT),
+            "method": train_config.method, "phase": step.name, "variant": variant,
             "topology": topology, "chips": n,
             "device_kind": devices[0].device_kind, "mesh": f"{n // model_axis}x{model_axis}",
             "resolution": resolution, "labeled_per_chip": labeled_per_chip,
             "unlabeled_per_chip": unlabeled_per_chip, "global_batch": [n_l, n_u],
             "dtype": dtype, "remat": remat, "scan_blocks": scan_blocks,
             "split_gradients": split_gradients, "gather": gather,
+            "networks": 1 if abstract_state.teacher is None else 2,
             "params_per_network": int(params),
             "train_state_gib_total": state_bytes / GIB,
             "hbm_gib": HBM_GIB.get(devices[0].device_kind), "commit": _commit()}
@@ -251,17 +243,13 @@ def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip
     whole_config = flagship_config(
         config, variant=variant, resolution=resolution, global_batch=(n_l, n_u),
         dtype=dtype, remat=remat, scan_blocks=scan_blocks, width=width, depth=depth)
-    whole_step, _ = build_step(whole_config, sharding.make_mesh(1, 1), num_classes)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                            (abstract_state, batch, rng))
+    whole = build_run(whole_config, sharding.make_mesh(1, 1), num_classes)
     start = time.time()
-    lowered = jax.jit(whole_step).lower(*abstract)
+    lowered = whole.lower(find_phase(whole, phase), n_l, n_u)
     result["lower_s"] = time.time() - start
     return _plan(result, lowered, config, mfu)
-  jitted = jax.jit(step, in_shardings=(state_sharding, batch_sharding, replicated),
-                   out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   start = time.time()
-  lowered = jitted.lower(state_in, batch, rng_in)
+  lowered = run.lower(step, n_l, n_u)
   result["lower_s"] = time.time() - start
   start = time.time()
   try:
@@ -278,8 +266,7 @@ def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip
   per_chip = (memory.argument_size_in_bytes + memory.output_size_in_bytes
               - memory.alias_size_in_bytes + memory.temp_size_in_bytes
               + memory.generated_code_size_in_bytes)
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = xla_options.cost_analysis(compiled)
   result.update(
       fits=result["hbm_gib"] is None or per_chip <= result["hbm_gib"] * GIB,
       argument_gib=memory.argument_size_in_bytes / GIB,
@@ -294,8 +281,7 @@ def compile_mpl_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip
 
 def _plan(result: dict, lowered, config: str, mfu: float) -> dict:
   """The plan of a lowered step: accumulation, FLOPs, time at `mfu`, memory if known."""
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = xla_options.cost_analysis(lowered)
   data = config_files.load(config).data
   target = (data.labeled_batch_size, data.unlabeled_batch_size)
   accum = accumulation(target, tuple(result["global_batch"]))
@@ -358,7 +344,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--unlabeled_per_chip", type=int, default=8,
                       help="paper: 16,384 unlabeled over 2,048 cores")
   parser.add_argument("--config", default=FLAGSHIP,
-                      help="the config file[:arg] whose MPL step is compiled")
+                      help="the config file[:arg] whose step is compiled (the method is the "
+                           "config's, e.g. configs/imagenet_efficientnet_l2.py:uda)")
+  parser.add_argument("--phase", default=None,
+                      help="the phase of the config's method to compile (e.g. teacher or "
+                           "pseudo_labels for pseudo_labels); default: its first")
   parser.add_argument("--num_classes", type=int, default=None,
                       help="override the data set's (ImageNet: 1000)")
   parser.add_argument("--dtype", default=None, choices=("bfloat16", "float32"),
@@ -387,19 +377,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  result = compile_mpl_step(
+  result = compile_step(
       variant=args.variant, topology=args.topology, model_axis=args.model_axis,
       resolution=args.resolution, labeled_per_chip=args.labeled_per_chip,
       unlabeled_per_chip=args.unlabeled_per_chip, num_classes=args.num_classes,
       dtype=args.dtype, remat=args.remat, scan_blocks=args.scan_blocks, width=args.width,
       depth=args.depth, split_gradients=args.split_gradients, gather=args.gather,
-      config=args.config, plan=args.plan, mfu=args.mfu)
+      config=args.config, phase=args.phase, plan=args.plan, mfu=args.mfu)
   r = result
   if args.plan:
     _print_plan(r)
     print("RESULT " + json.dumps(result))
     return
-  print(f"{r['variant']} x2 (teacher + student), {r['params_per_network'] / 1e6:.1f}M params "
+  nets = "x2 (teacher + student)" if r["networks"] == 2 else "(one network)"
+  print(f"{r['variant'] or r['method']} {nets}, {r['params_per_network'] / 1e6:.1f}M params "
         f"each, {r['resolution']}px, {r['labeled_per_chip']}+{r['unlabeled_per_chip']} "
         f"images/chip, {r['dtype']}{', remat' if r['remat'] else ''}")
   print(f"{r['topology']} ({r['chips']} x {r['device_kind']}, HBM {r['hbm_gib']} GiB), "
