@@ -4,7 +4,12 @@
    under `if TYPE_CHECKING` count like any other.
 2. No source file under mpl_jax/ longer than MAX_LINES lines.
 3. No method chosen by comparing it with strings (or by `match` on string cases) outside
-   the method registry mpl_jax/methods.py.
+   the method registry mpl_jax/methods.py; no estimator, reward or student update chosen
+   so outside the estimator registry mpl_jax/estimators.py.
+4. No step function jitted outside the compiled-step module mpl_jax/compiled.py: a
+   `jax.jit` (call or decorator) of a step function (`(state, batch, rng, ...)` of
+   mpl_jax/steps/, a phase's `step_fn`, the guard `guard_step`, a name `step`) in mpl_jax/,
+   tools/, benchmarks/, experiments/ or main.py (tests/ may jit what they test).
 
 Each rule is a function of a root directory: the real-tree tests run it on this checkout, the
 unit tests below on small trees written under `tmp_path`.
@@ -21,6 +26,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = "mpl_jax"
 MAX_LINES = 400
 REGISTRY = "mpl_jax/methods.py"
+ESTIMATOR_REGISTRY = "mpl_jax/estimators.py"
+# The config fields the estimator registry resolves (config.mpl.<field>).
+ESTIMATOR_FIELDS = ("estimator", "reward", "student_update")
+COMPILED = "mpl_jax/compiled.py"
+STEPS_PACKAGE = "mpl_jax/steps"
+# Names that stand for a step function wherever they appear in what is jitted.
+STEP_NAMES = ("step", "step_fn", "guard_step")
 # Where a method must not be chosen by string. configs/ is left out on purpose: experiment
 # files legitimately pick their settings per method.
 METHOD_CHOICE_PATHS = ("mpl_jax", "tools", "benchmarks", "experiments", "main.py")
@@ -261,23 +273,33 @@ def _is_strings(node: ast.AST) -> bool:
   return _is_string(node)
 
 
+def _reads(node: ast.AST, fields: tuple[str, ...]) -> bool:
+  """Whether node reads one of `fields`: `f`, `x.f`, `x["f"]`, `x.get("f")`."""
+  if isinstance(node, ast.Name):
+    return node.id in fields
+  if isinstance(node, ast.Attribute):
+    return node.attr in fields
+  if isinstance(node, ast.Subscript):
+    return any(_is_string(node.slice, f) for f in fields)
+  return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr == "get" and bool(node.args)
+          and any(_is_string(node.args[0], f) for f in fields))
+
+
 def _is_method(node: ast.AST) -> bool:
   """Whether node reads a method: `method`, `x.method`, `x["method"]`, `x.get("method")`."""
-  if isinstance(node, ast.Name):
-    return node.id == "method"
-  if isinstance(node, ast.Attribute):
-    return node.attr == "method"
-  if isinstance(node, ast.Subscript):
-    return _is_string(node.slice, "method")
-  return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-          and node.func.attr == "get" and bool(node.args) and _is_string(node.args[0], "method"))
+  return _reads(node, ("method",))
+
+
+def _chooses(node: ast.Compare, fields: tuple[str, ...]) -> bool:
+  operands = [node.left, *node.comparators]
+  return any(isinstance(op, _CHOICE_OPS) and (
+      (_reads(a, fields) and _is_strings(b)) or (_is_strings(a) and _reads(b, fields)))
+             for op, a, b in zip(node.ops, operands, operands[1:]))
 
 
 def _chooses_method(node: ast.Compare) -> bool:
-  operands = [node.left, *node.comparators]
-  return any(isinstance(op, _CHOICE_OPS) and (
-      (_is_method(a) and _is_strings(b)) or (_is_strings(a) and _is_method(b)))
-             for op, a, b in zip(node.ops, operands, operands[1:]))
+  return _chooses(node, ("method",))
 
 
 def _string_pattern(pattern: ast.pattern) -> bool:
@@ -290,34 +312,119 @@ def _string_pattern(pattern: ast.pattern) -> bool:
       pattern.pattern)
 
 
+def _matches(node: ast.Match, fields: tuple[str, ...]) -> bool:
+  """`match <field>:` with a `case` on a string."""
+  return _reads(node.subject, fields) and any(_string_pattern(c.pattern) for c in node.cases)
+
+
 def _matches_method(node: ast.Match) -> bool:
-  """`match <method>:` with a `case` on a string."""
-  return _is_method(node.subject) and any(_string_pattern(c.pattern) for c in node.cases)
+  return _matches(node, ("method",))
 
 
-def method_choices(root: pathlib.Path) -> list[tuple[str, int, str]]:
-  """(path, line, source) of every comparison of a method with strings, or `match` of one
-  against strings, outside the registry."""
+def string_choices(root: pathlib.Path, fields: tuple[str, ...], registry: str
+                   ) -> list[tuple[str, int, str]]:
+  """(path, line, source) of every comparison of one of `fields` with strings, or `match`
+  of one against strings, outside `registry` (in METHOD_CHOICE_PATHS)."""
   found = []
   for rel in METHOD_CHOICE_PATHS:
     for path in _python_files(root, rel):
-      if _rel(root, path) == REGISTRY:
+      if _rel(root, path) == registry:
         continue
       source = path.read_text()
       for node in ast.walk(ast.parse(source, filename=str(path))):
-        if isinstance(node, ast.Compare) and _chooses_method(node):
+        if isinstance(node, ast.Compare) and _chooses(node, fields):
           text = _one_line(ast.get_source_segment(source, node) or "")
           found.append((_rel(root, path), node.lineno, text))
-        elif isinstance(node, ast.Match) and _matches_method(node):
+        elif isinstance(node, ast.Match) and _matches(node, fields):
           subject = _one_line(ast.get_source_segment(source, node.subject) or "")
           found.append((_rel(root, path), node.lineno, f"match {subject}"))
   return sorted(found)
+
+
+def method_choices(root: pathlib.Path) -> list[tuple[str, int, str]]:
+  """Methods chosen by string outside the method registry."""
+  return string_choices(root, ("method",), REGISTRY)
+
+
+def estimator_choices(root: pathlib.Path) -> list[tuple[str, int, str]]:
+  """Estimators, rewards or student updates chosen by string outside their registry."""
+  return string_choices(root, ESTIMATOR_FIELDS, ESTIMATOR_REGISTRY)
 
 
 def method_choices_message(found: list[tuple[str, int, str]]) -> str:
   lines = [f"{len(found)} method(s) chosen by string outside {REGISTRY}. Move each choice into "
            f"{REGISTRY} (a property or function of the method's entry there) and ask the "
            "registry here instead of comparing names:"]
+  lines += [f"  {path}:{line}: {text}" for path, line, text in found]
+  return "\n".join(lines)
+
+
+def estimator_choices_message(found: list[tuple[str, int, str]]) -> str:
+  lines = [f"{len(found)} estimator, reward or student update choice(s) by string outside "
+           f"{ESTIMATOR_REGISTRY}. Resolve the name once there (`estimators.settings`) and "
+           "ask its entry (`deps.mpl.estimator`, `.reward`, `.student_update`) instead:"]
+  lines += [f"  {path}:{line}: {text}" for path, line, text in found]
+  return "\n".join(lines)
+
+
+# Rule 4: step functions jitted outside the compiled-step module.
+
+
+def step_function_names(root: pathlib.Path) -> set[str]:
+  """STEP_NAMES and the functions of mpl_jax/steps/ taking (state, batch, rng, ...)."""
+  names = set(STEP_NAMES)
+  for path in _python_files(root, STEPS_PACKAGE):
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if [a.arg for a in node.args.args[:3]] == ["state", "batch", "rng"]:
+          names.add(node.name)
+  return names
+
+
+def _is_jit(node: ast.AST) -> bool:
+  """`jax.jit` or `jit`, also called with options or through `functools.partial` (as
+  decorators are written)."""
+  if isinstance(node, ast.Call):
+    partial = isinstance(node.func, (ast.Name, ast.Attribute)) and (
+        getattr(node.func, "id", None) == "partial" or getattr(node.func, "attr", None) ==
+        "partial")
+    return _is_jit(node.args[0]) if partial and node.args else _is_jit(node.func)
+  return (isinstance(node, ast.Name) and node.id == "jit") or (
+      isinstance(node, ast.Attribute) and node.attr == "jit")
+
+
+def _names_in(node: ast.AST) -> set[str]:
+  return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node)
+          if isinstance(n, (ast.Name, ast.Attribute))}
+
+
+def step_jits(root: pathlib.Path) -> list[tuple[str, int, str]]:
+  """(path, line, source) of every jit of a step function outside COMPILED."""
+  steps = step_function_names(root)
+  found = []
+  for rel in METHOD_CHOICE_PATHS:
+    for path in _python_files(root, rel):
+      if _rel(root, path) == COMPILED:
+        continue
+      source = path.read_text()
+      for node in ast.walk(ast.parse(source, filename=str(path))):
+        if (isinstance(node, ast.Call) and _is_jit(node.func) and node.args
+            and _names_in(node.args[0]) & steps):
+          found.append((_rel(root, path), node.lineno,
+                        _one_line(ast.get_source_segment(source, node) or "")))
+        elif (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+              and any(_is_jit(d) for d in node.decorator_list)
+              and (node.name in steps
+                   or [a.arg for a in node.args.args[:3]] == ["state", "batch", "rng"])):
+          line = min(d.lineno for d in node.decorator_list if _is_jit(d))
+          found.append((_rel(root, path), line, f"@jit def {node.name}"))
+  return sorted(found)
+
+
+def step_jits_message(found: list[tuple[str, int, str]]) -> str:
+  lines = [f"{len(found)} step function(s) jitted outside {COMPILED}. Take the compiled step "
+           "from `mpl_jax.compiled.Compiled` (its `step`, `init`, `lower`), so that what "
+           "runs here is what trains:"]
   lines += [f"  {path}:{line}: {text}" for path, line, text in found]
   return "\n".join(lines)
 
@@ -341,6 +448,18 @@ def test_methods_are_chosen_only_in_the_registry():
   found = method_choices(ROOT)
   if found:
     pytest.fail(method_choices_message(found), pytrace=False)
+
+
+def test_estimators_are_chosen_only_in_their_registry():
+  found = estimator_choices(ROOT)
+  if found:
+    pytest.fail(estimator_choices_message(found), pytrace=False)
+
+
+def test_steps_are_jitted_only_in_the_compiled_step_module():
+  found = step_jits(ROOT)
+  if found:
+    pytest.fail(step_jits_message(found), pytrace=False)
 
 
 # The rules on small synthetic trees.
@@ -493,3 +612,66 @@ def test_method_choice_paths(tmp_path):
   message = method_choices_message(method_choices(tmp_path))
   assert "main.py:1: config.method == \"mpl\"" in message
   assert "Move each choice into mpl_jax/methods.py" in message
+
+
+@pytest.mark.parametrize("code, text", [
+    ('if config.mpl.estimator == "meta":\n  pass', 'config.mpl.estimator == "meta"'),
+    ('x = mpl.reward != "taylor"', 'mpl.reward != "taylor"'),
+    ('x = case.student_update in ("real", "plain")', 'case.student_update in ("real", "plain")'),
+    ('x = "dot" == saved["reward"]', '"dot" == saved["reward"]'),
+    ('match estimator:\n  case "off":\n    pass', 'match estimator'),
+])
+def test_estimator_compared_with_strings_is_flagged(tmp_path, code, text):
+  _write_tree(tmp_path, {"benchmarks/b.py": f"# a comment\n{code}\n",
+                         "mpl_jax/estimators.py": code + "\n",  # the registry
+                         "tests/t_test.py": code + "\n"})
+  assert estimator_choices(tmp_path) == [("benchmarks/b.py", 2, text)]
+  assert "benchmarks/b.py:2:" in estimator_choices_message(estimator_choices(tmp_path))
+
+
+@pytest.mark.parametrize("code", [
+    'x = mpl.estimator is None',
+    'x = mpl.estimator == other',
+    'x = mpl.estimator.accumulates',
+    'x = config.mpl.labels == "soft"',
+    'x = case.estimator in estimators.ESTIMATORS',
+])
+def test_other_estimator_reads_are_not_flagged(tmp_path, code):
+  _write_tree(tmp_path, {"mpl_jax/mod.py": code + "\n"})
+  assert estimator_choices(tmp_path) == []
+
+
+STEPS_MODULE = "def mpl_step(state, batch, rng, *, deps):\n  return state\n"
+
+
+@pytest.mark.parametrize("code, text", [
+    ("f = jax.jit(mpl_steps.mpl_step)", "jax.jit(mpl_steps.mpl_step)"),
+    ("f = jax.jit(functools.partial(mpl_step, deps=d), donate_argnums=(0,))",
+     "jax.jit(functools.partial(mpl_step, deps=d), donate_argnums=(0,))"),
+    ("f = jax.jit(jax.vmap(guards.guard_step(p.step_fn, skip_nonfinite=False)))",
+     "jax.jit(jax.vmap(guards.guard_step(p.step_fn, skip_nonfinite=False)))"),
+    ("f = jit(phase.step_fn)", "jit(phase.step_fn)"),
+    ("f = jax.jit(step, in_shardings=s).lower(a, b, c)", "jax.jit(step, in_shardings=s)"),
+    ("@jax.jit\ndef my_update(state, batch, rng):\n  return state", "@jit def my_update"),
+    ("@functools.partial(jax.jit, donate_argnums=0)\ndef mpl_step(state, b, r):\n  pass",
+     "@jit def mpl_step"),
+])
+def test_step_jitted_outside_the_compiled_module_is_flagged(tmp_path, code, text):
+  _write_tree(tmp_path, {"mpl_jax/steps/mpl.py": STEPS_MODULE,
+                         "tools/t.py": f"# a comment\n{code}\n",
+                         "mpl_jax/compiled.py": code + "\n",  # the one home of the jit
+                         "tests/t_test.py": code + "\n"})  # tests may jit what they test
+  assert step_jits(tmp_path) == [("tools/t.py", 2, text)]
+  assert "tools/t.py:2:" in step_jits_message(step_jits(tmp_path))
+
+
+@pytest.mark.parametrize("code", [
+    "f = jax.jit(lambda key: key, out_shardings=replicated)",
+    "f = jax.jit(functools.partial(_teacher_forward_backward, deps))",
+    "f = jax.jit(tx.init)(params)",
+    "f = jax.vmap(mpl_step)",
+    "@jax.jit\ndef counts(params, model_state, x, y, mask):\n  pass",
+])
+def test_other_jits_are_not_flagged(tmp_path, code):
+  _write_tree(tmp_path, {"mpl_jax/steps/mpl.py": STEPS_MODULE, "benchmarks/b.py": code + "\n"})
+  assert step_jits(tmp_path) == []
