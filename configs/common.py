@@ -11,7 +11,8 @@ def optimizer(learning_rate: float) -> ml_collections.ConfigDict:
       "nesterov": False,               # Nesterov momentum (needs momentum > 0)
       "weight_decay": 0.0,             # on kernels only, never biases or BatchNorm
       "warmup_steps": 0,               # linear warmup from 0
-      "schedule": "constant",          # after warmup: constant | cosine (to 0)
+      "schedule": "constant",          # after warmup: constant | cosine (to 0) |
+                                       # fixmatch_cosine (lr * cos(7 pi k / 16 K))
       "grad_clip_norm": 0.0,           # global-norm clipping; 0 = none
   })
 
@@ -33,7 +34,7 @@ def nesterov_cosine(c: ml_collections.ConfigDict, *, teacher_lr: float, student_
 def base_config() -> ml_collections.ConfigDict:
   """Every section with defaults; experiment configs override what differs."""
   c = ml_collections.ConfigDict()
-  c.method = "mpl"              # supervised | pseudo_labels | uda | mpl | reduced_mpl
+  c.method = "mpl"              # supervised | pseudo_labels | uda | fixmatch | mpl | reduced_mpl
   c.seed = 0                    # drives data draws, labeled selection, init, sampling
   c.num_steps = 1000            # steps of the method (pseudo labels: student steps)
   c.log_every_steps = 100       # metrics to TensorBoard and the console
@@ -62,6 +63,10 @@ def base_config() -> ml_collections.ConfigDict:
       "supervised_weight": 1.0,  # weight of the teacher's supervised CE in its loss
       "log_grad_parts": False,   # log |grad| of each teacher loss part (3x teacher backward)
       "student_update": "real",  # dot/meta model: real (the optimizer's update) | plain
+  })
+  c.fixmatch = ml_collections.ConfigDict({
+      "threshold": 0.95,         # tau: weak-view confidence that makes a pseudo label
+      "weight": 1.0,             # lambda_u on the unlabeled loss
   })
   c.pseudo_labels = ml_collections.ConfigDict({
       "teacher_steps": 1000,     # supervised steps of the fixed teacher, before the student

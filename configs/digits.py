@@ -7,6 +7,7 @@ label smoothing, EMA, finetuning on the labels at the end).
 
   python main.py --config=configs/digits.py:mpl --workdir=/tmp/digits_mpl
   python main.py --config=configs/digits.py:supervised --workdir=/tmp/digits_sup
+  python main.py --config=configs/digits.py:fixmatch --workdir=/tmp/digits_fixmatch
   python main.py --config=configs/digits.py:mpl,runlocal --workdir=/tmp/digits_quick
 Reduced MPL (a small teacher on a finished run's logits; the same seed and data):
   python main.py --config=configs/digits.py:uda --workdir=/tmp/digits_uda
@@ -69,6 +70,8 @@ def get_config(arg: str | None = None):
   c.eval.batch_size = 200
   c.checkpoint.every_steps = 500
   c.mesh.num_devices = 1            # 50 labeled images do not shard over 8 devices
+  # fixmatch: this recipe as it stands (its one network is the student), FixMatch's
+  # tau = 0.95 and lambda_u = 1 (configs/common.py).
   if method == "uda":               # the one network is the student
     c.uda.weight = 1.0
   else:

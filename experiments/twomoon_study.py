@@ -1,7 +1,12 @@
 """TwoMoon accuracy study (paper Figure 2): every number in RESULTS.md, section TwoMoon.
 
-Accuracy is the student's, on all 2,000 points, after training; mean +- std over seeds.
-Seeds 0..19 are for tuning; seeds 100..109 are held out for reporting.
+Accuracy is the student's, on all 2,000 points, after training; mean +- std over seeds
+(sample std). Seeds 0..19 are for tuning; seeds 100..109 are held out for reporting.
+
+Every (variant, config, seed) writes one record to experiments/results/twomoon.jsonl
+(`mpl_jax.records`) as its run finishes; a run whose record exists is read, not rerun.
+RESULTS.md's TwoMoon tables are rendered from those records
+(`python -m mpl_jax.report --results=RESULTS.md`).
 
   # Main table (paper setting) + the feedback's size over training:
   .venv/bin/python experiments/twomoon_study.py --part main --seeds 100-109
@@ -13,6 +18,7 @@ Seeds 0..19 are for tuning; seeds 100..109 are held out for reporting.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -23,6 +29,10 @@ import numpy as np  # noqa: E402
 
 from configs import twomoon  # noqa: E402
 from mpl_jax import multiseed  # noqa: E402
+from mpl_jax import records  # noqa: E402
+
+RECORDS = os.path.join(records.ROOT, "experiments", "results", "twomoon.jsonl")
+STUDY = "twomoon"
 
 # name -> (config method, overrides). `mpl` is the default: REINFORCE, dot reward,
 # sampled labels, no baseline.
@@ -120,21 +130,72 @@ def _cache_key(variant: str, config, seeds) -> str:
   return repr((VARIANTS[variant][0], sorted(d.items(), key=str), tuple(seeds)))
 
 
-def run(variant: str, overrides: dict, seeds: list[int]):
-  """(SeedsResult, wall seconds); cached within the process."""
+HISTORY_KEYS = ("mpl/reward", "mpl/baseline", "teacher/feedback_to_supervised",
+                "mpl/cos_grad_labeled_unlabeled")
+
+
+@dataclasses.dataclass
+class Stored:
+  """What the tables read of a variant's seeds, from their records."""
+
+  eval_metrics: dict[str, np.ndarray]  # name -> [num_seeds]
+  history: dict[str, np.ndarray]       # name -> [num_logs, num_seeds]
+  history_steps: np.ndarray
+
+
+def _from_records(found: list[dict]) -> Stored:
+  metrics = {k: np.array([r["metrics"][k] for r in found]) for k in found[0]["metrics"]}
+  history = {k: np.array([r["history"][k] for r in found]).T
+             for k in found[0].get("history", {}) if k != "steps"}
+  steps = np.array(found[0].get("history", {}).get("steps", []))
+  return Stored(metrics, history, steps)
+
+
+def run(variant: str, overrides: dict, seeds: list[int]) -> tuple[Stored, float]:
+  """(the seeds' results, wall seconds), from their records or, for any seed without
+  one, from a run of all the seeds at once (whose records are then written)."""
   config = make_config(variant, overrides)
   key = _cache_key(variant, config, seeds)
   if key not in _CACHE:
-    t0 = time.time()
-    result = multiseed.train_seeds(config, seeds)
-    _CACHE[key] = (result, time.time() - t0)
-    print(f"  [{variant} {overrides or ''}: {_CACHE[key][1]:.0f} s]", file=sys.stderr,
-          flush=True)
+    stored = records.load(RECORDS)
+    found = [records.find(stored, variant, seed, _seed_config(config, seed)) for seed in seeds]
+    if all(found):
+      _CACHE[key] = (_from_records(found), sum(r["wall_s"] for r in found) / len(found))
+    else:
+      t0 = time.time()
+      result = multiseed.train_seeds(config, seeds)
+      wall = time.time() - t0
+      for i, seed in enumerate(seeds):
+        history = {k: [float(v) for v in result.history[k][:, i]] for k in HISTORY_KEYS
+                   if k in result.history}
+        if history:
+          history["steps"] = [int(s) for s in result.history_steps]
+        records.append(RECORDS, records.make(
+            STUDY, variant, seed, _seed_config(config, seed), {**VARIANTS[variant][1],
+                                                               **overrides},
+            {k: v[i] for k, v in result.eval_metrics.items()}, wall, history,
+            vmapped_seeds=len(seeds), condition=condition_name(overrides)))
+      _CACHE[key] = (_from_records([records.find(records.load(RECORDS), variant, s,
+                                                 _seed_config(config, s)) for s in seeds]),
+                     wall)
+      print(f"  [{variant} {overrides or ''}: {wall:.0f} s]", file=sys.stderr, flush=True)
   return _CACHE[key]
 
 
+def condition_name(overrides: dict) -> str:
+  """The records' name of a condition: its overrides as FIELD=VALUE, comma-separated."""
+  return ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+
+
+def _seed_config(config, seed: int) -> dict:
+  """The config seed `seed` trains with (multiseed sets the seed per run)."""
+  out = config.to_dict()
+  out["seed"] = int(seed)
+  return out
+
+
 def fmt(acc: np.ndarray) -> str:
-  return f"{100 * acc.mean():.1f} ± {100 * acc.std():.1f}"
+  return f"{100 * acc.mean():.1f} ± {100 * acc.std(ddof=1):.1f}"
 
 
 def set_args(overrides: dict) -> str:
@@ -179,7 +240,7 @@ def _paired(accs: dict) -> None:
            for b in (own_off.get(a, "mpl_off"), "supervised", "pseudo_labels") if b in accs]
   for a, b in pairs:
     d = accs[a] - accs[b]
-    print(f"\n{a} − {b}: {100 * d.mean():+.1f} ± {100 * d.std():.1f} points "
+    print(f"\n{a} − {b}: {100 * d.mean():+.1f} ± {100 * d.std(ddof=1):.1f} points "
           f"(wins {int((d > 1e-9).sum())}, ties {int((np.abs(d) <= 1e-9).sum())}, "
           f"losses {int((d < -1e-9).sum())} of {len(d)})", end="")
   print()

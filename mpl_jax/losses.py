@@ -46,6 +46,22 @@ def uda_consistency(weak_logits: jax.Array, strong_logits: jax.Array, *,
   return loss, jnp.mean(mask)
 
 
+def fixmatch_consistency(weak_logits: jax.Array, strong_logits: jax.Array, *,
+                         threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """FixMatch's unlabeled loss: mean(mask * CE(one_hot(argmax weak), strong)), the mask
+  rate and the pseudo labels.
+
+  The weak view's prediction, without gradient, gives a hard label where its confidence
+  (its largest probability) is at least `threshold`; the mean is over the whole unlabeled
+  batch (masked examples count as zero), as in FixMatch.
+  """
+  probs = jax.lax.stop_gradient(jax.nn.softmax(at_least_f32(weak_logits), axis=-1))
+  labels = jnp.argmax(probs, axis=-1)
+  mask = (jnp.max(probs, axis=-1) >= threshold).astype(jnp.float32)
+  targets = one_hot(labels, weak_logits.shape[-1])
+  return jnp.mean(mask * cross_entropy(targets, strong_logits)), jnp.mean(mask), labels
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Top-1 accuracy of integer labels."""
   return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))

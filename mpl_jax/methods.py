@@ -141,6 +141,13 @@ def _check_pseudo_labels(config) -> None:
   positive("pseudo_labels.teacher_steps", config.pseudo_labels.teacher_steps)
 
 
+def _check_fixmatch(config) -> None:
+  if not 0.0 <= config.fixmatch.threshold <= 1.0:
+    raise ConfigError(f"fixmatch.threshold={config.fixmatch.threshold} must be in [0, 1] "
+                      "(FixMatch: 0.95)")
+  positive("fixmatch.weight", config.fixmatch.weight, allow_zero=True)
+
+
 def _check_mpl(config) -> None:
   estimators.check_accumulation(config)
 
@@ -174,6 +181,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            pretrain_steps=lambda config: config.pseudo_labels.teacher_steps,
            check=_check_pseudo_labels),
     Method("uda", _one_phase("uda", baselines.uda_step)),
+    Method("fixmatch", _one_phase("fixmatch", baselines.fixmatch_step), check=_check_fixmatch),
     Method("mpl", _one_phase("mpl", mpl_steps.mpl_step), teacher=IMAGES, feedback=True,
            check=_check_mpl),
     Method("reduced_mpl", _one_phase("reduced_mpl", mpl_steps.mpl_step),

@@ -84,6 +84,7 @@ def step_deps(config, method: methods.Method, student: settings.Network,
       student=student, teacher=teacher, num_classes=num_classes,
       label_smoothing=config.label_smoothing, ema_decay=config.student.ema_decay,
       uda=settings.UdaSettings.from_config(config.uda), mpl=estimators.settings(config.mpl),
+      fixmatch=settings.FixMatchSettings.from_config(config.fixmatch),
       pseudo_label_kind=config.pseudo_labels.targets, accum_steps=config.accum_steps,
       teacher_inputs=method.teacher_rows)
 

@@ -6,11 +6,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "fixmatch_cosine")
+# FixMatch's schedule, lr * cos(7 pi k / (16 K)), ends at cos(7 pi / 16) = 0.195 of lr.
+FIXMATCH_COSINE = 7.0 / 16.0
 
 
 def learning_rate_schedule(cfg: Mapping[str, Any], total_steps: int) -> optax.Schedule:
-  """Zero for `wait_steps`, linear warmup for `warmup_steps`, then constant or cosine to 0.
+  """Zero for `wait_steps`, linear warmup for `warmup_steps`, then constant, cosine to 0,
+  or FixMatch's lr * cos(7 pi k / 16 K) over the K steps after the warmup.
 
   The student of MPL waits (learning rate 0) while the teacher warms up: the paper's
   `student_wait_steps`. A network without a wait uses wait_steps = 0.
@@ -26,9 +29,11 @@ def learning_rate_schedule(cfg: Mapping[str, Any], total_steps: int) -> optax.Sc
   def schedule(step):
     s = jnp.asarray(step, jnp.float32) - wait
     warm = base * jnp.minimum(1.0, (s + 1.0) / max(warmup, 1))
+    progress = jnp.clip((s - warmup) / decay_steps, 0.0, 1.0)
     if kind == "cosine":
-      progress = jnp.clip((s - warmup) / decay_steps, 0.0, 1.0)
       main = base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    elif kind == "fixmatch_cosine":
+      main = base * jnp.cos(FIXMATCH_COSINE * jnp.pi * progress)
     else:
       main = jnp.full_like(s, base)
     lr = jnp.where(s < warmup, warm, main)

@@ -3,6 +3,7 @@
   python -m mpl_jax.report /tmp/runs/*/seed*
   python -m mpl_jax.report /tmp/runs/*/seed* --against=supervised --show_seeds
   python -m mpl_jax.report DIR... --metric=eval/student_ema_accuracy
+  python -m mpl_jax.report --results=RESULTS.md [--write]   (mpl_jax.records)
 
 Workdirs whose config.json are equal apart from the per-seed fields (IGNORED_FIELDS) form a
 group. A group is labelled by its method, plus in brackets the fields where its config
@@ -18,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from mpl_jax import files
+from mpl_jax import records
 
 # Fields that may differ between the seeds of one configuration.
 IGNORED_FIELDS = frozenset({"seed", "reduced_mpl.large_teacher_workdir", "print_progress"})
@@ -297,10 +299,33 @@ def summary(workdirs: Sequence[files.PathLike], metric: str | None = None,
   return "\n".join(parts)
 
 
+def results_tables(path: str, write: bool) -> int:
+  """Checks (or, with `write`, rewrites) the record-backed tables of `path`; the exit
+  status: 0 when they are what their records render, 1 otherwise."""
+  with open(path) as f:
+    text = f.read()
+  if write:
+    with open(path, "w") as f:
+      f.write(records.rewrite(text))
+    print(f"rewrote {len(records.MARKER.findall(text))} tables of {path} from their records")
+    return 0
+  problems = records.check(text)
+  for problem in problems:
+    print(f"error: {problem}", file=sys.stderr)
+  if not problems:
+    print(f"{len(records.MARKER.findall(text))} tables of {path} are what their records "
+          "render")
+  return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("workdirs", nargs="+", metavar="DIR", help="finished workdirs")
+  parser.add_argument("workdirs", nargs="*", metavar="DIR", help="finished workdirs")
+  parser.add_argument("--results", default=None, metavar="RESULTS.md",
+                      help="check that each table of this file is what its stored records "
+                           "render (mpl_jax.records); with --write, rewrite them")
+  parser.add_argument("--write", action="store_true", help="with --results: rewrite")
   parser.add_argument("--metric", default=None,
                       help="a results.json key (default: test/student_accuracy when every "
                            "run has it, else eval/student_accuracy)")
@@ -308,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="a group label, or a part of exactly one, to pair the others with")
   parser.add_argument("--show_seeds", action="store_true", help="list each run's value")
   args = parser.parse_args(argv)
+  if args.results:
+    raise SystemExit(results_tables(args.results, args.write))
+  if not args.workdirs:
+    parser.error("pass finished workdirs, or --results=RESULTS.md")
   try:
     print(summary(args.workdirs, args.metric, args.against, args.show_seeds))
   except ValueError as err:

@@ -108,3 +108,40 @@ def pseudo_label_step(state: TrainState, batch, rng, *, deps: StepDeps
              **common.net_metrics("student", student, grads,
                                   deps.student.learning_rate(state.step))}
   return common.finish(state, deps, student=student), metrics
+
+
+def fixmatch_step(state: TrainState, batch, rng, *, deps: StepDeps
+                  ) -> tuple[TrainState, Metrics]:
+  """FixMatch (Sohn et al., 2020): one network (the student) on [x_l, u_w, u_s] in one
+  train-mode pass. The weak view's prediction gives a hard pseudo label where its
+  confidence reaches tau (no gradient through it); the strong view learns that label with
+  CE, weighted by lambda_u and averaged over every unlabeled image; beside the CE of the
+  labeled batch. The student's EMA is what `student_ema` evaluates."""
+  rng = jax.random.fold_in(rng, state.step)
+  net, settings = state.student, deps.fixmatch
+  with_accuracy = "unlabeled_y" in batch
+
+  def loss_fn(params, b, rng):
+    n_l, n_u = b["labeled_x"].shape[0], b["unlabeled_weak"].shape[0]
+    logits, model_state = deps.student.apply(params, net.model_state, teacher_views(b),
+                                             train=True, rng=rng)
+    t_l, t_w, t_s = common.split3(logits, n_l, n_u)
+    sup = losses.mean_cross_entropy(common.smoothed_one_hot(b["labeled_y"], deps), t_l)
+    unlabeled, mask_rate, labels = losses.fixmatch_consistency(
+        t_w, t_s, threshold=settings.threshold)
+    extra = {"pseudo_labels/accuracy": jnp.mean((labels == b["unlabeled_y"]).astype(
+        jnp.float32))} if with_accuracy else {}
+    return sup + settings.weight * unlabeled, ((sup, unlabeled, mask_rate, extra),
+                                               model_state)
+
+  names = ("labeled_x", "labeled_y", "unlabeled_weak", "unlabeled_strong") + (
+      ("unlabeled_y",) if with_accuracy else ())
+  (loss, ((sup, unlabeled, mask_rate, extra), model_state)), grads = (
+      accumulation.value_and_grad(loss_fn, net.params, {k: batch[k] for k in names}, rng,
+                                  deps.accum_steps))
+  student = common.apply_grads(net, grads, deps.student, model_state, state.step)
+  metrics = {"student/loss": loss, "student/loss_labeled": sup,
+             "student/loss_unlabeled": unlabeled, "fixmatch/mask_rate": mask_rate, **extra,
+             **common.net_metrics("student", student, grads,
+                                  deps.student.learning_rate(state.step))}
+  return common.finish(state, deps, student=student), metrics

@@ -41,6 +41,18 @@ class UdaSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class FixMatchSettings:
+  """The `fixmatch` section of the config (configs/common.py holds the defaults)."""
+
+  threshold: float  # tau: a weak view's confidence that makes its argmax a pseudo label
+  weight: float     # lambda_u on the unlabeled loss
+
+  @classmethod
+  def from_config(cls, fixmatch) -> "FixMatchSettings":
+    return cls(**{f.name: fixmatch[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
 class MplSettings:
   """The `mpl` section of the config, its names resolved to the entries of the estimator
   registry (`mpl_jax.estimators.settings` builds it; configs/common.py holds the
@@ -82,6 +94,7 @@ class StepDeps:
   ema_decay: float
   uda: UdaSettings
   mpl: MplSettings
+  fixmatch: FixMatchSettings
   pseudo_label_kind: str  # the pseudo-labels baseline's targets
   accum_steps: int  # micro-batches per step (gradient accumulation); 1 = none
   teacher_inputs: Callable[[Batch], jax.Array]  # the teacher's rows [labeled, u_w, u_s]
