@@ -143,21 +143,21 @@ COMMIT_RECORDS = False  # --commit_records: commit the records file after each r
 def commit_record(message: str, tries: int = 10) -> None:
   """Commits the records file alone (retrying while another git command holds the index)."""
   import subprocess  # pylint: disable=g-import-not-at-top
+  folder, name = os.path.split(os.path.abspath(RECORDS))  # the repository holding it
   for attempt in range(tries):
-    done = subprocess.run(["git", "-C", records.ROOT, "commit", "-q", "-m", message, "--",
-                           os.path.relpath(RECORDS, records.ROOT)], capture_output=True,
-                          text=True)
+    done = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", message, "--", name],
+                          capture_output=True, text=True)
     if done.returncode == 0:
       return
     if "index.lock" not in done.stderr and attempt:
       break
-    subprocess.run(["git", "-C", records.ROOT, "add", os.path.relpath(RECORDS, records.ROOT)],
-                   capture_output=True)
+    subprocess.run(["git", "-C", folder, "add", name], capture_output=True)
     time.sleep(3)
   print(f"  could not commit the record: {done.stderr.strip()[:200]}", flush=True)
 
 
 def main() -> None:
+  global COMMIT_RECORDS, RECORDS
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--part", choices=("table", "preregistered"), default="table",
@@ -165,6 +165,9 @@ def main() -> None:
                            "pre-registered study, in its order")
   parser.add_argument("--commit_records", action="store_true",
                       help="git-commit experiments/results/digits.jsonl after each record")
+  parser.add_argument("--records", default=RECORDS,
+                      help="the records file (default: this checkout's); a study run from "
+                           "a clean checkout of one commit can write to another's")
   parser.add_argument("--seeds", default="0-4")
   parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                       help=f"comma-separated, from {sorted(VARIANTS)}")
@@ -173,8 +176,7 @@ def main() -> None:
   parser.add_argument("--reward_size", action="store_true",
                       help="also print the mean |h| of the logged steps, per method and seed")
   args = parser.parse_args()
-  global COMMIT_RECORDS
-  COMMIT_RECORDS = args.commit_records
+  COMMIT_RECORDS, RECORDS = args.commit_records, os.path.abspath(args.records)
   if args.part == "preregistered":
     for variants, seed_text in PREREGISTERED:
       for seed in parse_seeds(seed_text):

@@ -204,22 +204,28 @@ def test_report_rejects_unfinished_and_repeated_runs(study, tmp_path, capsys):
     report.group_runs(report.load_runs([study[0], study[0]]))
 
 
-def test_digits_study_prints_its_table_through_report(tmp_path, monkeypatch, capsys):
-  """Finished workdirs are read, not retrained; the table keeps the study's columns."""
+def test_digits_study_reads_its_records_and_trains_nothing(tmp_path, monkeypatch, capsys):
+  """A (variant, seed) whose record holds the same config is read, not retrained; the
+  table is the records' (mpl_jax.records)."""
+  from mpl_jax import records  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location(
       "digits_study", os.path.join(ROOT, "experiments", "digits_study.py"))
   study = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(study)
+  monkeypatch.setattr(study, "RECORDS", str(tmp_path / "digits.jsonl"))
+  monkeypatch.setattr(study, "train_workdir", lambda *a: pytest.fail("trained a recorded run"))
   for variant, accuracies in (("supervised", (0.6, 0.7)), ("mpl", (0.8, 0.9))):
     for seed, accuracy in enumerate(accuracies):
-      method = study.VARIANTS[variant][0]
-      _fake_workdir(tmp_path / variant / f"seed{seed}", method, "reinforce", seed, accuracy)
+      records.append(study.RECORDS, records.make(
+          "digits", variant, seed, study.recorded_config(variant, seed), {},
+          {"test/student_accuracy": accuracy, "test/student_ema_accuracy": accuracy + 0.01},
+          1.0))
   monkeypatch.setattr(sys, "argv", ["digits_study.py", "--seeds", "0-1", "--root",
                                     str(tmp_path), "--methods", "supervised,mpl"])
   study.main()
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[1:] == [
-      "| method | student | EMA student | student before finetuning | teacher |",
+      "| variant | test/student_accuracy (%) | min | max | EMA student |",
       "|---|---|---|---|---|",
-      "| supervised | 65.0 ± 7.1 | 66.0 ± 7.1 | - | - |",
-      "| mpl | 85.0 ± 7.1 | 86.0 ± 7.1 | 80.0 ± 7.1 (validation) | 65.0 ± 7.1 |"]
+      "| supervised | 65.0 ± 7.1 | 60.0 | 70.0 | 66.0 ± 7.1 |",
+      "| mpl | 85.0 ± 7.1 | 80.0 | 90.0 | 86.0 ± 7.1 |"]

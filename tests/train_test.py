@@ -94,7 +94,8 @@ def test_pseudo_labels_phases(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,expected", [
-    ("method", "mixmatch", "valid: ['supervised', 'pseudo_labels', 'uda', 'mpl', 'reduced_mpl']"),
+    ("method", "mixmatch",
+     "valid: ['supervised', 'pseudo_labels', 'uda', 'fixmatch', 'mpl', 'reduced_mpl']"),
     ("mpl.estimator", "reinforce_v2", "valid: ['reinforce', 'meta', 'off']"),
     ("mpl.reward", "difference", "valid: ['dot', 'taylor']"),
     ("model.name", "resnet9000", "valid: ['efficientnet', 'mlp', 'resnet', 'resnet50', 'wide_resnet']"),
