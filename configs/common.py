@@ -118,3 +118,34 @@ def image_data(name: str, *, labeled_per_class: int, validation_per_class: int,
       "randaugment_magnitude": 16.0,   # M, on the 0..10 scale extrapolated
       "cutout_size": 16,               # side of the strong view's final cutout; 0 = none
   })
+
+
+def own_images_data(name: str = "tfds", *, labeled_per_class: int, validation_per_class: int,
+                    labeled_batch_size: int, unlabeled_batch_size: int, image_size: int,
+                    **fields) -> ml_collections.ConfigDict:
+  """The data section of your own images (`mpl_jax/data/own_images.py`): a tfds builder
+  (name="tfds", `tfds_name`) or folders (name="image_folder", `labeled_dir`,
+  `unlabeled_dir`, `test_dir`); `fields` sets any of them."""
+  c = image_data(name, labeled_per_class=labeled_per_class,
+                 validation_per_class=validation_per_class,
+                 labeled_batch_size=labeled_batch_size,
+                 unlabeled_batch_size=unlabeled_batch_size)
+  c.image_size = image_size
+  c.cutout_size = image_size // 2         # half the side, as CIFAR's 16 of 32
+  c.labeled_fraction = 0.0                # > 0: that share of each class, not per class
+  c.mean = ()                             # per channel, 0..255; () = computed, recorded
+  c.std = ()
+  c.max_in_memory_gib = 16.0              # the training images must fit in host memory
+  if name == "tfds":
+    c.tfds_name = ""                      # e.g. cifar100, stl10
+    c.num_classes = 10
+    c.train_split = "train"
+    c.test_split = "test"                 # "" = none
+    c.unlabeled_extra = ()                # more unlabeled: "split" or "builder:split"
+  else:
+    c.labeled_dir = ""                    # one sub-folder of images per class
+    c.unlabeled_dir = ""                  # images, no labels
+    c.test_dir = ""                       # the labeled layout; "" = none
+  for field, value in fields.items():
+    c[field] = value
+  return c

@@ -158,6 +158,13 @@ class Compiled:
     return self._once(("predict", apply), lambda: jax.jit(self._vmapped(
         functools.partial(common.predict, apply))))
 
+  def real_counts(self, name: str) -> Callable:
+    """(params, model_state, x, real, mask) -> ImageNet-ReaL (correct, counted) of
+    network `name` (`evaluate.make_real_eval_fn`)."""
+    apply = self.nets.evaluated[name]
+    return self._once(("real", apply), lambda: evaluate.make_real_eval_fn(
+        functools.partial(common.predict, apply)))
+
   def eval_counts(self, name: str) -> Callable:
     """(params, model_state, x, y, mask) -> (top-1, top-5, counted) of network `name`."""
     apply = self.nets.evaluated[name]

@@ -15,7 +15,7 @@ def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
     mask = np.concatenate([np.ones(len(xb), bool), np.zeros(pad, bool)])
     if pad:
       xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
-      yb = np.concatenate([yb, np.zeros((pad,), yb.dtype)])
+      yb = np.concatenate([yb, np.zeros((pad,) + yb.shape[1:], yb.dtype)])
     yield xb, yb, mask
 
 
@@ -35,6 +35,31 @@ def make_eval_fn(predict: Callable) -> Callable:
     return jnp.sum(top1), jnp.sum(top5), jnp.sum(mask)
 
   return counts
+
+
+def make_real_eval_fn(predict: Callable) -> Callable:
+  """(params, model_state, x, real, mask) -> (correct, counted), jitted: ImageNet-ReaL
+  accuracy. `real` marks each image's real labels ([batch, classes], multi-hot); an image
+  with none is not counted (as the ReaL paper does); a counted image is correct when its
+  top prediction is among its real labels."""
+
+  @jax.jit
+  def counts(params, model_state, x, real, mask):
+    predicted = jnp.argmax(predict(params, model_state, x), axis=-1)
+    counted = mask & jnp.any(real > 0, axis=-1)
+    hit = jnp.take_along_axis(real, predicted[:, None], axis=-1)[:, 0] > 0
+    return jnp.sum(counted & hit), jnp.sum(counted)
+
+  return counts
+
+
+def real_accuracy(eval_fn: Callable, params, model_state, batches: Iterable) -> float:
+  """ReaL accuracy over padded, masked (x, real, mask) batches (`make_real_eval_fn`)."""
+  correct = counted = 0
+  for xb, real, mask in batches:
+    c, n = eval_fn(params, model_state, xb, real, mask)
+    correct, counted = correct + int(c), counted + int(n)
+  return correct / max(counted, 1)
 
 
 def accuracy(eval_fn: Callable, params, model_state, batches: Iterable) -> dict[str, float]:

@@ -142,6 +142,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     start = 0
     if is_main:  # every file outside checkpoints/ is written by process 0 alone
       files.write_json(root / "config.json", config.to_dict())
+      if "normalization" in exp.dataset.extras:  # the input statistics the run uses
+        files.write_json(root / "normalization.json", exp.dataset.extras["normalization"])
   else:
     state, start = restored
     logging.info("Resumed from %s at step %d", checkpointer.directory, start)
@@ -220,6 +222,12 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
   final = _evaluate(run, exp.dataset, state, config.eval.batch_size)
   if exp.dataset.has_split("test"):  # the test split: once, at the end
     final.update(_evaluate(run, exp.dataset, state, config.eval.batch_size, split="test"))
+  if exp.dataset.has_split("real"):  # ImageNet-ReaL labels of the test images
+    for name in run.nets.evaluated:
+      net = getattr(state, name)
+      final[f"test/{name}_real_accuracy"] = evaluate.real_accuracy(
+          run.real_counts(name), net.params, net.model_state, _global_eval_batches(
+              exp.dataset.eval_batches("real", config.eval.batch_size), run.mesh))
   final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)
   writer.close()

@@ -31,6 +31,8 @@ DATASETS: dict[str, str] = {
     "cifar10": "mpl_jax.data.cifar_svhn",
     "svhn_cropped": "mpl_jax.data.cifar_svhn",
     "imagenet2012": "mpl_jax.data.imagenet",
+    "tfds": "mpl_jax.data.own_images",          # any tfds image builder: data.tfds_name
+    "image_folder": "mpl_jax.data.own_images",  # folders of image files
 }
 
 

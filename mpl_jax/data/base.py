@@ -114,6 +114,9 @@ class Dataset:
   test_y: np.ndarray | None = None
   eval_stream: Callable[[int], Iterator] | None = None
   test_stream: Callable[[int], Iterator] | None = None
+  # ImageNet-ReaL: batch size -> padded (x, real labels multi-hot, mask) batches of the
+  # test images that carry real labels; None where the set has none.
+  real_stream: Callable[[int], Iterator] | None = None
 
   @property
   def spec(self) -> DataSpec:
@@ -122,10 +125,14 @@ class Dataset:
   def has_split(self, split: str) -> bool:
     if split == "eval":
       return self.eval_x is not None or self.eval_stream is not None
+    if split == "real":
+      return self.real_stream is not None
     return self.test_x is not None or self.test_stream is not None
 
   def eval_batches(self, split: str, batch_size: int) -> Iterator:
     """Padded, masked (x, y, mask) batches of `eval` (validation) or `test`."""
+    if split == "real":
+      return self.real_stream(batch_size)
     x, y, stream = ((self.eval_x, self.eval_y, self.eval_stream) if split == "eval"
                     else (self.test_x, self.test_y, self.test_stream))
     if x is not None:

@@ -28,9 +28,11 @@ def check(data: Mapping[str, Any], own_fields: AbstractSet[str]) -> None:
     errors.positive(f"data.{field}", data[field], allow_zero=True)
   if "labeled_per_class" in data:
     errors.positive("data.labeled_per_class", data["labeled_per_class"])
-  if "labeled_fraction" in data and not 0.0 < data["labeled_fraction"] <= 1.0:
-    raise errors.ConfigError(f"data.labeled_fraction={data['labeled_fraction']} must be in "
-                             "(0, 1] (ImageNet-10%: 0.1)")
+  if "labeled_fraction" in data:  # 0 beside labeled_per_class: use labeled_per_class
+    fraction, per_class = data["labeled_fraction"], "labeled_per_class" in data
+    if not (0.0 < fraction <= 1.0 or (per_class and fraction == 0.0)):
+      allowed = "[0, 1] (0: labeled_per_class)" if per_class else "(0, 1] (ImageNet-10%: 0.1)"
+      raise errors.ConfigError(f"data.labeled_fraction={fraction} must be in {allowed}")
   if data["cutout_size"] > data["image_size"]:
     raise errors.ConfigError(f"data.cutout_size={data['cutout_size']} exceeds "
                              f"data.image_size={data['image_size']}")

@@ -6,8 +6,9 @@ round(labeled_fraction * n_c) of the rest (at least 1) are labeled; the unlabele
 is every train image but the held-out ones (the paper's 1.28M), or, with
 `data.unlabeled_source`, another tfds data set ("name" or "name:split") with an `image`
 feature. The test split is the official `validation` set (50,000), evaluated once at the
-end, as the paper reports it. The streams live in imagenet_stream.py, imported (with
-TensorFlow) when the data set is built.
+end, as the paper reports it, and, when tfds's imagenet2012_real is prepared, scored
+against the ReaL labels as well (`test/<network>_real_accuracy`). The streams live in
+imagenet_stream.py, imported (with TensorFlow) when the data set is built.
 """
 
 from typing import Any, Mapping
@@ -69,4 +70,5 @@ def build(cfg: Mapping[str, Any], seed: int) -> base.Dataset:
       input_shape=data_spec.input_shape, extras={"splits": parts},
       eval_stream=imagenet_stream.held_out_batches(data_dir, parts["validation"], len(labels),
                                                    eval_size),
-      test_stream=imagenet_stream.official_validation_batches(data_dir, eval_size))
+      test_stream=imagenet_stream.official_validation_batches(data_dir, eval_size),
+      real_stream=imagenet_stream.real_batches(data_dir, eval_size, data_spec.num_classes))

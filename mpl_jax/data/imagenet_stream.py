@@ -184,6 +184,34 @@ def held_out_batches(data_dir: str | None, held_out: np.ndarray, num_train: int,
   return _eval_stream(validation_ds, size)
 
 
+REAL = "imagenet2012_real"  # the validation images with their real labels (ReaL)
+
+
+def real_batches(data_dir: str | None, size: int, num_classes: int):
+  """Padded (x, real labels as multi-hot, mask) batches of imagenet2012_real's
+  `validation` split, center-cropped to `size`; None, after one warning line, when the
+  builder is not prepared in `data_dir`."""
+  try:
+    tfds_arrays.load_dataset(REAL, "validation", data_dir)
+  except tfds_arrays.DataNotFoundError as err:
+    print(f"warning: ImageNet-ReaL accuracy skipped: {err}", flush=True)
+    return None
+
+  def batches(batch_size: int):
+    ds = tfds_arrays.load_dataset(REAL, "validation", data_dir, shuffle_files=False,
+                                  decoders=_decoders())
+    def example(ex):
+      image = pipeline.normalize(augment_lib.center_crop(decode(ex["image"]), size), NAME)
+      labels = tf.one_hot(tf.cast(ex["real_label"], tf.int32), num_classes, dtype=tf.uint8)
+      return image, tf.reduce_max(labels, axis=0)  # multi-hot; all 0 without a real label
+
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    for x, real in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
+      yield from padded_batches(x, real, batch_size)
+
+  return batches
+
+
 def official_validation_batches(data_dir: str | None, size: int):
   """Padded batches of the official `validation` split, center-cropped to `size`."""
 

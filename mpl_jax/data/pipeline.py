@@ -93,17 +93,21 @@ class ImageAugment:
             "unlabeled_y": label}
 
 
-def normalize(images: tf.Tensor | np.ndarray, name: str) -> Any:
-  """uint8 images -> float32 (x - mean) / std, with the data set's channel statistics."""
-  mean, std = MEAN_STD[name]
+def normalize(images: tf.Tensor | np.ndarray, name: str | None = None,
+              mean_std: tuple | None = None) -> Any:
+  """uint8 images -> float32 (x - mean) / std, with the channel statistics `mean_std`
+  ((mean, std), 0..255) or, without them, those of data set `name` (MEAN_STD)."""
+  mean, std = mean_std or MEAN_STD[name]
+  mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
   if isinstance(images, np.ndarray):
     return ((images.astype(np.float32) - np.float32(mean)) / np.float32(std))
   return (tf.cast(images, tf.float32) - tf.constant(mean)) / tf.constant(std)
 
 
-def normalize_views(batch: Mapping[str, Any], name: str) -> dict[str, Any]:
-  """`batch` with its image views (VIEWS) normalized."""
-  return {k: normalize(v, name) if k in VIEWS else v for k, v in batch.items()}
+def normalize_views(batch: Mapping[str, Any], name: str | None,
+                    mean_std: tuple | None = None) -> dict[str, Any]:
+  """`batch` with its image views (VIEWS) normalized (`normalize`)."""
+  return {k: normalize(v, name, mean_std) if k in VIEWS else v for k, v in batch.items()}
 
 
 class EpochIndices:
@@ -203,10 +207,10 @@ class ArraySource(IteratorSource):
                unlabeled_x: np.ndarray, unlabeled_y: np.ndarray | None,
                labeled_batch_size: int, unlabeled_batch_size: int, augment: ImageAugment,
                seed: int, process_index: int = 0, process_count: int = 1,
-               threads: int | None = None):
+               threads: int | None = None, mean_std: tuple | None = None):
     if labeled_x.dtype != np.uint8 or unlabeled_x.dtype != np.uint8:
       raise ValueError("ArraySource takes uint8 images")
-    self.name = name
+    self.name, self.mean_std = name, mean_std  # statistics: given, or MEAN_STD[name]
     self.labeled_x, self.labeled_y = labeled_x, labeled_y
     self.unlabeled_x, self.unlabeled_y = unlabeled_x, unlabeled_y
     self.labeled_batch_size = labeled_batch_size
@@ -258,7 +262,7 @@ class ArraySource(IteratorSource):
                              self.unlabeled_y, self.augment.unlabeled_views)
 
     def finish(lab, unlab):
-      out = normalize_views({**lab, **unlab}, self.name)
+      out = normalize_views({**lab, **unlab}, self.name, self.mean_std)
       if self.unlabeled_y is None:
         del out["unlabeled_y"]
       return out

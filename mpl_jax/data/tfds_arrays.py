@@ -28,17 +28,20 @@ def load_dataset(name: str, split: str, data_dir: str | None, **kwargs):
     raise missing_data_error(name, split, data_dir) from None
 
 
-def load_arrays(name: str, split: str, data_dir: str | None, *, chunk: int = 4096
-                ) -> tuple[np.ndarray, np.ndarray]:
-  """All images (uint8 NHWC) and labels (int32) of a prepared tfds split.
+def load_arrays(name: str, split: str, data_dir: str | None, *, chunk: int = 4096,
+                labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+  """All images (uint8 NHWC) and labels (int32; None without `labels`) of a prepared tfds
+  split.
 
   Fails at once, with the command that prepares the data, when it is missing: tfds would
   otherwise retry a download for minutes.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   dataset = load_dataset(name, split, data_dir)
-  images, labels = [], []
+  images, found = [], []
   for batch in tfds.as_numpy(dataset.batch(chunk)):
     images.append(batch["image"])
-    labels.append(batch["label"])
-  return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
+    if labels:
+      found.append(batch["label"])
+  return (np.concatenate(images).astype(np.uint8),
+          np.concatenate(found).astype(np.int32) if labels else None)
