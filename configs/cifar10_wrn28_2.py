@@ -64,7 +64,9 @@ def fixmatch_recipe(c: ml_collections.ConfigDict) -> None:
   lr * cos(7 pi k / 16 K) over K = 2^20 steps, weight decay 5e-4, B = 64, mu = 7,
   tau = 0.95, lambda_u = 1, an EMA of the weights (0.999) for evaluation; no label
   smoothing, no warmup, no finetuning. Weak view: flip and translation; strong view:
-  RandAugment and Cutout (this pipeline's, `data.randaugment_*`, `data.cutout_size`)."""
+  RandAugment and Cutout (this pipeline's, `data.randaugment_*`, `data.cutout_size`); no
+  dropout, BatchNorm decay 0.999. Deviation: 5,000 training images stay held out for
+  validation (FixMatch uses all 50,000 as unlabeled data)."""
   c.num_steps = 2**20
   c.label_smoothing = 0.0
   common.nesterov_cosine(c, teacher_lr=0.03, student_lr=0.03, weight_decay=5e-4,
@@ -77,6 +79,8 @@ def fixmatch_recipe(c: ml_collections.ConfigDict) -> None:
   c.fixmatch.weight = 1.0
   c.uda.weight = 0.0
   c.finetune.num_steps = 0
+  c.model.dropout_rate = 0.0   # FixMatch's WRN has no dropout
+  c.model.bn_momentum = 0.999  # its BatchNorm statistics' decay
 
 
 def runlocal(c: ml_collections.ConfigDict) -> None:

@@ -131,11 +131,13 @@ def own_images_data(name: str = "tfds", *, labeled_per_class: int, validation_pe
                  labeled_batch_size=labeled_batch_size,
                  unlabeled_batch_size=unlabeled_batch_size)
   c.image_size = image_size
-  c.cutout_size = image_size // 2         # half the side, as CIFAR's 16 of 32
+  c.cutout_size = image_size // 2         # half the side, as CIFAR's 16 of 32 (set it
+                                          # too when overriding image_size)
   c.labeled_fraction = 0.0                # > 0: that share of each class, not per class
   c.mean = ()                             # per channel, 0..255; () = computed, recorded
   c.std = ()
-  c.max_in_memory_gib = 16.0              # the training images must fit in host memory
+  c.max_in_memory_gib = 16.0              # tfds sets above this are streamed, not held
+  c.shuffle_buffer = 10_000               # streamed sets: tf.data's shuffle buffer
   if name == "tfds":
     c.tfds_name = ""                      # e.g. cifar100, stl10
     c.num_classes = 10

@@ -166,6 +166,8 @@ def run(variant: str, overrides: dict, seeds: list[int]) -> tuple[Stored, float]
       result = multiseed.train_seeds(config, seeds)
       wall = time.time() - t0
       for i, seed in enumerate(seeds):
+        if found[i]:  # this seed's record exists: the rerun does not add a second one
+          continue
         history = {k: [float(v) for v in result.history[k][:, i]] for k in HISTORY_KEYS
                    if k in result.history}
         if history:

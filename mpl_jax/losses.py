@@ -49,7 +49,7 @@ def uda_consistency(weak_logits: jax.Array, strong_logits: jax.Array, *,
 def fixmatch_consistency(weak_logits: jax.Array, strong_logits: jax.Array, *,
                          threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
   """FixMatch's unlabeled loss: mean(mask * CE(one_hot(argmax weak), strong)), the mask
-  rate and the pseudo labels.
+  (1 for the rows that get a pseudo label) and the pseudo labels.
 
   The weak view's prediction, without gradient, gives a hard label where its confidence
   (its largest probability) is at least `threshold`; the mean is over the whole unlabeled
@@ -59,7 +59,7 @@ def fixmatch_consistency(weak_logits: jax.Array, strong_logits: jax.Array, *,
   labels = jnp.argmax(probs, axis=-1)
   mask = (jnp.max(probs, axis=-1) >= threshold).astype(jnp.float32)
   targets = one_hot(labels, weak_logits.shape[-1])
-  return jnp.mean(mask * cross_entropy(targets, strong_logits)), jnp.mean(mask), labels
+  return jnp.mean(mask * cross_entropy(targets, strong_logits)), mask, labels
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

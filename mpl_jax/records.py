@@ -131,7 +131,9 @@ def _std(values: np.ndarray) -> float:
 
 
 def _mean_std(values: np.ndarray, decimals: int = 1, sign: str = "") -> str:
-  return f"{np.mean(values):{sign}.{decimals}f} ± {_std(values):.{decimals}f}"
+  """mean ± sample std; the mean alone for one value (its std is undefined)."""
+  mean = f"{np.mean(values):{sign}.{decimals}f}"
+  return mean if len(values) < 2 else f"{mean} ± {_std(values):.{decimals}f}"
 
 
 def _signed(value: float) -> str:
@@ -150,8 +152,14 @@ class Spec:
     """Per seed (in `seeds` order) the metric of `variant`, in points for accuracies."""
     seeds = parse_seeds(self.options["seeds"])
     condition = self.options.get("condition", "")
-    by_seed = {r["seed"]: r for r in records
-               if r["variant"] == variant and r.get("condition", "") == condition}
+    by_seed = {}
+    for r in records:
+      if r["variant"] == variant and r.get("condition", "") == condition:
+        if r["seed"] in by_seed:
+          raise ValueError(f"{self.options['file']} holds two records of {variant} seed "
+                           f"{r['seed']}{f' under {condition}' if condition else ''}; keep "
+                           "one (the study appends a record only for a run it made)")
+        by_seed[r["seed"]] = r
     missing = [s for s in seeds if s not in by_seed]
     if missing:
       shown = f" under {condition}" if condition else ""

@@ -305,8 +305,13 @@ def results_tables(path: str, write: bool) -> int:
   with open(path) as f:
     text = f.read()
   if write:
+    try:
+      rewritten = records.rewrite(text)
+    except (ValueError, KeyError, OSError) as err:
+      print(f"error: {path}: {err}", file=sys.stderr)
+      return 1
     with open(path, "w") as f:
-      f.write(records.rewrite(text))
+      f.write(rewritten)
     print(f"rewrote {len(records.MARKER.findall(text))} tables of {path} from their records")
     return 0
   problems = records.check(text)

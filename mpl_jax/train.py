@@ -148,6 +148,14 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     state, start = restored
     logging.info("Resumed from %s at step %d", checkpointer.directory, start)
     print(f"[{config.method}] resumed from step {start} in {workdir}", flush=True)
+    recorded = root / "normalization.json"
+    stats = exp.dataset.extras.get("normalization")
+    if stats and recorded.exists() and files.read_json(recorded) != stats:
+      checkpointer.close()
+      raise config_checks.ConfigError(
+          f"the training images' statistics {stats} differ from those this run started with "
+          f"({recorded}); restore the images, give --config.data.mean and "
+          "--config.data.std as recorded there, or use a new workdir")
     first = files.read_json(root / "config.json") if is_main else {}
     if first and first != json.loads(json.dumps(config.to_dict(), default=str)):
       changed = root / f"config.resumed_at_{start}.json"

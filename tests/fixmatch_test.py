@@ -41,15 +41,15 @@ def test_loss_on_a_hand_made_batch():
                     [2.0, 2.0, -1.0]])   # p = 0.49: masked
   strong = jnp.array([[0.3, -0.2, 0.1], [2.0, 0.0, -3.0], [-1.0, 0.4, 0.7],
                       [0.0, 1.0, 0.0]])
-  loss, mask_rate, labels = losses.fixmatch_consistency(weak, strong, threshold=0.95)
+  loss, mask, labels = losses.fixmatch_consistency(weak, strong, threshold=0.95)
   expected = (_ce(strong[0], 2) + _ce(strong[2], 0)) / 4  # the mean over all 4 rows
   assert float(loss) == pytest.approx(expected, rel=TOL)
-  assert float(mask_rate) == 0.5
+  assert list(np.asarray(mask)) == [1.0, 0.0, 1.0, 0.0]
   assert list(np.asarray(labels)[[0, 2]]) == [2, 0]
 
   d_weak, d_strong = jax.grad(lambda w, s: losses.fixmatch_consistency(
       w, s, threshold=0.95)[0], argnums=(0, 1))(weak, strong)
-  np.testing.assert_array_equal(np.asarray(d_weak), 0.0)  # the label is not differentiated
+  np.testing.assert_array_equal(np.asarray(d_weak), 0.0)  # labels and mask are constants
   np.testing.assert_array_equal(np.asarray(d_strong)[[1, 3]], 0.0)  # masked rows add nothing
   for row, label in ((0, 2), (2, 0)):
     want = (np.asarray(jax.nn.softmax(strong[row])) - np.eye(3)[label]) / 4
@@ -101,7 +101,8 @@ def test_fixmatch_trains_through_main_on_digits(tmp_path):
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["method"] == "fixmatch" and "test/student_ema_accuracy" in results
   logged = plots.read_scalars(str(tmp_path))
-  for tag in ("fixmatch/mask_rate", "pseudo_labels/accuracy", "student/loss_unlabeled"):
+  for tag in ("fixmatch/mask_rate", "pseudo_labels/accuracy",
+              "fixmatch/pseudo_label_accuracy_kept", "student/loss_unlabeled"):
     steps, values = logged[tag]
     assert len(steps) and np.isfinite(values).all(), tag
   assert 0.0 <= logged["pseudo_labels/accuracy"][1].min() <= 1.0

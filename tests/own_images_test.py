@@ -21,12 +21,24 @@ from mpl_jax.data import tfds_arrays
 from tests.helpers import run_main
 
 
-def _main_in_process(config_arg: str, workdir, *overrides: str):
-  """main.py's entry point in this process (tfds's mock does not reach a subprocess)."""
+def _main_in_process(config_arg: str, workdir, **fields):
+  """main.py's entry point in this process (tfds's mock does not reach a subprocess).
+  `fields` ({"data.mean": (...)}) are written over the config by a config file made for
+  the call (absl's --config.* overrides need a fresh process)."""
   import main  # pylint: disable=g-import-not-at-top
+  if fields:
+    path, _, arg = config_arg.partition(":")
+    module = os.path.splitext(os.path.basename(path))[0]
+    lines = [f"from configs import {module}", "", "def get_config(arg=None):",
+             f"  c = {module}.get_config(arg)"]
+    lines += [f"  c.{field} = {value!r}" for field, value in fields.items()]
+    own = os.path.join(str(workdir) + "_config.py")
+    with open(own, "w") as f:
+      f.write("\n".join(lines + ["  return c", ""]))
+    config_arg = f"{own}:{arg}"
   flags.FLAGS.unparse_flags()
   try:
-    flags.FLAGS(["main.py", f"--config={config_arg}", f"--workdir={workdir}", *overrides])
+    flags.FLAGS(["main.py", f"--config={config_arg}", f"--workdir={workdir}"])
     main.main([])
   finally:
     flags.FLAGS.unparse_flags()
@@ -73,8 +85,8 @@ def test_mean_and_std_computed_and_recorded_or_given(tmp_path):
     source = dataset.source
     images = np.concatenate([source.labeled_x, source.unlabeled_x]).reshape(-1, 3)
     dataset.close()
-    given = ("--config.data.mean=(100.0, 110.0, 120.0)", "--config.data.std=(50.0, 51.0, 52.0)")
-    _main_in_process("configs/stl10_wrn28_2.py:supervised,runlocal", tmp_path / "given")
+    _main_in_process("configs/stl10_wrn28_2.py:supervised,runlocal", tmp_path / "given",
+                     **{"data.mean": (100.0, 110.0, 120.0), "data.std": (50.0, 51.0, 52.0)})
   computed = json.loads((tmp_path / "computed" / "normalization.json").read_text())
   assert computed["computed"] and computed["images"] == len(images) // (96 * 96)
   np.testing.assert_allclose(computed["mean"], images.mean(axis=0), atol=1e-3)
@@ -83,12 +95,38 @@ def test_mean_and_std_computed_and_recorded_or_given(tmp_path):
       "mean": [100.0, 110.0, 120.0], "std": [50.0, 51.0, 52.0], "computed": False}
 
 
-def test_more_than_the_memory_limit_fails_before_any_compute(tmp_path):
+def test_held_in_memory_or_streamed_by_size(tmp_path, capsys):
+  """The same STL-10 config: held in memory, then, with the size threshold below its 400
+  images of 96 x 96 x 3 (0.01 GiB), streamed as ImageNet is, and trained through main."""
   config = stl10_wrn28_2.get_config("mpl,runlocal")
-  config.data.max_in_memory_gib = 0.001  # 400 images of 96 x 96 x 3 are 0.01 GiB
   with tfds.testing.mock_data(num_examples=200):
-    with pytest.raises(config_checks.ConfigError, match="max_in_memory_gib=0.001"):
-      data_lib.build(config.data, seed=0)
+    held = data_lib.build(config.data, seed=0)
+    assert held.extras["held_in_memory"] and held.eval_x is not None
+    held.close()
+    config.data.max_in_memory_gib = 0.001
+    streamed = data_lib.build(config.data, seed=0)
+    assert not streamed.extras["held_in_memory"] and streamed.eval_x is None
+    assert "streamed (0.0 GiB at 96 px is above data.max_in_memory_gib=0.001)" in (
+        capsys.readouterr().out)
+    np.testing.assert_array_equal(streamed.extras["splits"]["labeled"],
+                                  held.extras["splits"]["labeled"])
+    batch = streamed.source.batch(0)
+    assert batch["unlabeled_strong"].shape == (config.data.unlabeled_batch_size, 96, 96, 3)
+    assert "unlabeled_y" not in batch  # the unlabeled stream's labels are unknown
+    streamed.close()
+    _main_in_process("configs/stl10_wrn28_2.py:mpl,runlocal", tmp_path / "run",
+                     **{"data.max_in_memory_gib": 0.001})
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert 0.0 <= results["test/student_accuracy"] <= 1.0
+
+
+def test_image_folders_above_the_memory_limit_fail_with_one_line(tmp_path):
+  args = _folders(tmp_path / "images")
+  result = run_main([*FOLDER_RUN, f"--workdir={tmp_path / 'run'}", *args,
+                     "--config.data.max_in_memory_gib=0.000001"])
+  assert result.returncode == 2
+  assert "above data.max_in_memory_gib=1e-06" in result.stderr
+  assert not (tmp_path / "run").exists()
 
 
 def _write_images(folder, count: int, channels: int = 3, start: int = 0):
@@ -122,6 +160,12 @@ def test_image_folder_trains_mpl_through_main(tmp_path):
   results = json.loads((tmp_path / "run" / "results.json").read_text())
   assert results["method"] == "mpl" and "test/student_accuracy" in results
   assert "held in host memory" in result.stdout
+  # Resuming after the folders changed would train on other input statistics: refused.
+  _write_images(tmp_path / "images" / "unlabeled" / "later", 6, start=700)
+  again = run_main([*FOLDER_RUN, f"--workdir={tmp_path / 'run'}", *args])
+  assert again.returncode == 2
+  assert "differ from those this run started with" in again.stderr
+  assert (tmp_path / "run" / "results.json").exists()  # the finished run is untouched
 
 
 @pytest.mark.parametrize("breakage, expected", [

@@ -1,5 +1,6 @@
-"""ImageNet's tf.data input: this process's labeled and unlabeled streams of `train`, and
-padded evaluation streams. Imported when the data set is built (it imports TensorFlow).
+"""Streamed tf.data input (ImageNet, and own tfds sets too large for memory): this
+process's labeled and unlabeled streams of a train split, and padded evaluation streams.
+Imported when the data set is built (it imports TensorFlow).
 
 Finding each class's images takes one pass over the labels of `train` at start-up (the
 images are read but not decoded). Each process streams its own contiguous 1/P of `train`
@@ -30,12 +31,19 @@ def _decoders():
   return {"image": tfds.decode.SkipDecoding()}
 
 
-def train_labels(data_dir: str | None) -> np.ndarray:
-  """Labels of `train` in tfds order (files not shuffled)."""
-  ds = tfds_arrays.load_dataset(NAME, "train", data_dir, shuffle_files=False,
+def train_labels(data_dir: str | None, name: str = NAME, split: str = "train") -> np.ndarray:
+  """Labels of a split in tfds order (files not shuffled; images not decoded)."""
+  ds = tfds_arrays.load_dataset(name, split, data_dir, shuffle_files=False,
                                 decoders=_decoders())
   ds = ds.map(lambda ex: ex["label"], num_parallel_calls=tf.data.AUTOTUNE).batch(65536)
   return np.concatenate(list(ds.as_numpy_iterator())).astype(np.int32)
+
+
+def count_examples(name: str, split: str, data_dir: str | None) -> int:
+  """The number of examples of a split (images not decoded)."""
+  ds = tfds_arrays.load_dataset(name, split, data_dir, shuffle_files=False,
+                                decoders=_decoders())
+  return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
 
 
 def decode(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -75,21 +83,35 @@ def _membership(indices: np.ndarray, size: int) -> tf.Tensor:
 
 
 class StreamSource(pipeline.IteratorSource):
-  """Labeled and unlabeled streams of this process's share of `train`."""
+  """Labeled and unlabeled streams of this process's share of a train split.
+
+  ImageNet's unlabeled stream is every train image but the held-out ones (the paper's),
+  or `data.unlabeled_source`. With `unlabeled` = [(builder, split, images), ...] (own
+  sets) it is the train images neither labeled nor held out, mixed with those splits in
+  proportion to their sizes, labels unknown.
+  """
 
   def __init__(self, *, cfg: Mapping[str, Any], num_train: int, parts: Mapping[str, np.ndarray],
-               seed: int, process_index: int, process_count: int):
+               seed: int, process_index: int, process_count: int, name: str = NAME,
+               train_split: str = "train", mean_std: tuple | None = None,
+               unlabeled: list[tuple[str, str, int]] | None = None,
+               augment: pipeline.ImageAugment | None = None):
     self.cfg = cfg
+    self.name, self.train_split, self.mean_std = name, train_split, mean_std
+    self.unlabeled = unlabeled
     self.data_dir = cfg["data_dir"] or None
     self.labeled_batch_size = int(cfg["labeled_batch_size"])
     self.unlabeled_batch_size = int(cfg["unlabeled_batch_size"])
     self.seed = seed
-    self.augment = pipeline.ImageAugment.from_config(cfg, "imagenet", translate_const=100.0,
-                                                     cutout_const=40.0)
+    self.augment = augment or pipeline.ImageAugment.from_config(
+        cfg, "imagenet", translate_const=100.0, cutout_const=40.0)
     self.lo = process_index * num_train // process_count
     self.hi = (process_index + 1) * num_train // process_count
     self._labeled = _membership(parts["labeled"], num_train)
     self._held_out = _membership(parts["validation"], num_train)
+    taken = np.concatenate([parts["labeled"], parts["validation"]])
+    self._taken = _membership(taken, num_train)
+    self._taken_here = int(np.sum((taken >= self.lo) & (taken < self.hi)))
     self._local_labeled = pipeline.process_share(self.labeled_batch_size, process_index,
                                                  process_count)
     self._local_unlabeled = pipeline.process_share(self.unlabeled_batch_size, process_index,
@@ -100,13 +122,15 @@ class StreamSource(pipeline.IteratorSource):
                   ) -> tf.data.Dataset:
     """(image bytes, label) of this process's train rows where `mask` equals `keep_if`,
     repeated and shuffled with a seed of (seed, start, stream)."""
-    ds = tfds_arrays.load_dataset(NAME, f"train[{self.lo}:{self.hi}]", self.data_dir,
-                                  shuffle_files=False, decoders=_decoders())
+    ds = tfds_arrays.load_dataset(self.name, f"{self.train_split}[{self.lo}:{self.hi}]",
+                                  self.data_dir, shuffle_files=False, decoders=_decoders())
     ds = ds.enumerate(start=self.lo).filter(_selected(mask, keep_if)).map(_bytes_and_label)
     shuffle_seed = int(np.random.default_rng([self.seed, start, stream]).integers(2**31))
     return ds.repeat().shuffle(int(self.cfg["shuffle_buffer"]), seed=shuffle_seed)
 
   def _unlabeled_part(self, start: int) -> tf.data.Dataset:
+    if self.unlabeled is not None:
+      return self._mixed_unlabeled(start)
     source = self.cfg["unlabeled_source"]
     if not source:
       return self._train_part(self._held_out, False, start, pipeline.UNLABELED)
@@ -118,6 +142,24 @@ class StreamSource(pipeline.IteratorSource):
     ds = ds.map(_bytes_unknown_label)
     shuffle_seed = int(np.random.default_rng([self.seed, start, 7]).integers(2**31))
     return ds.repeat().shuffle(int(self.cfg["shuffle_buffer"]), seed=shuffle_seed)
+
+  def _mixed_unlabeled(self, start: int) -> tf.data.Dataset:
+    """The train images neither labeled nor held out, and the `unlabeled` splits, drawn in
+    proportion to their sizes; labels unknown (-1)."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    rest = self._train_part(self._taken, False, start, pipeline.UNLABELED).map(
+        lambda image, label: (image, tf.constant(-1, tf.int32)))
+    parts, sizes = [rest], [self.hi - self.lo - self._taken_here]
+    for i, (builder, split, images) in enumerate(self.unlabeled):
+      ds = tfds_arrays.load_dataset(builder, tfds.split_for_jax_process(split),
+                                    self.data_dir, shuffle_files=True, decoders=_decoders())
+      shuffle_seed = int(np.random.default_rng([self.seed, start, 8 + i]).integers(2**31))
+      parts.append(ds.map(_bytes_unknown_label).repeat().shuffle(
+          int(self.cfg["shuffle_buffer"]), seed=shuffle_seed))
+      sizes.append(images)
+    weights = [s / max(sum(sizes), 1) for s in sizes]
+    mix_seed = int(np.random.default_rng([self.seed, start, 6]).integers(2**31))
+    return tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=mix_seed)
 
   def _positions(self, ds, start: int, batch: int, local_rows: slice, stream: int):
     """Attaches each example's stateless augmentation seed: (stream key, position)."""
@@ -152,19 +194,22 @@ class StreamSource(pipeline.IteratorSource):
     unlabeled = unlabeled.map(unlabeled_views, num_parallel_calls=tf.data.AUTOTUNE)
 
     def finish(lab, unlab):
-      return pipeline.normalize_views({**lab, **unlab}, NAME)
+      out = pipeline.normalize_views({**lab, **unlab}, self.name, self.mean_std)
+      if self.unlabeled is not None:  # own sets: the unlabeled labels are unknown
+        del out["unlabeled_y"]
+      return out
 
     ds = tf.data.Dataset.zip(labeled.batch(local_l, drop_remainder=True),
                              unlabeled.batch(local_u, drop_remainder=True)).map(finish)
     return pipeline.finish_options(ds, None)
 
 
-def _eval_stream(ds_fn, size: int):
+def _eval_stream(ds_fn, size: int, name: str = NAME, mean_std: tuple | None = None):
   """A callable: batch size -> padded, masked (x, y, mask) numpy batches of a split."""
 
   def batches(batch_size: int):
     ds = ds_fn().map(lambda ex: (pipeline.normalize(augment_lib.center_crop(
-        decode(ex["image"]), size), NAME), tf.cast(ex["label"], tf.int32)),
+        decode(ex["image"]), size), name, mean_std), tf.cast(ex["label"], tf.int32)),
                      num_parallel_calls=tf.data.AUTOTUNE)
     for x, y in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
       yield from padded_batches(x, y, batch_size)
@@ -172,16 +217,17 @@ def _eval_stream(ds_fn, size: int):
   return batches
 
 
-def held_out_batches(data_dir: str | None, held_out: np.ndarray, num_train: int, size: int):
-  """Padded batches of the `held_out` images of `train`, center-cropped to `size`."""
+def held_out_batches(data_dir: str | None, held_out: np.ndarray, num_train: int, size: int,
+                     name: str = NAME, split: str = "train", mean_std: tuple | None = None):
+  """Padded batches of the `held_out` images of a train split, center-cropped to `size`."""
   mask = _membership(held_out, num_train)
 
   def validation_ds():
-    ds = tfds_arrays.load_dataset(NAME, "train", data_dir, shuffle_files=False,
+    ds = tfds_arrays.load_dataset(name, split, data_dir, shuffle_files=False,
                                   decoders=_decoders())
     return ds.enumerate().filter(_selected(mask, True)).map(_example)
 
-  return _eval_stream(validation_ds, size)
+  return _eval_stream(validation_ds, size, name, mean_std)
 
 
 REAL = "imagenet2012_real"  # the validation images with their real labels (ReaL)
@@ -212,11 +258,24 @@ def real_batches(data_dir: str | None, size: int, num_classes: int):
   return batches
 
 
-def official_validation_batches(data_dir: str | None, size: int):
-  """Padded batches of the official `validation` split, center-cropped to `size`."""
+def official_validation_batches(data_dir: str | None, size: int, name: str = NAME,
+                                split: str = "validation", mean_std: tuple | None = None):
+  """Padded batches of a test split (ImageNet: the official `validation`), center-cropped
+  to `size`."""
 
   def test_ds():
-    return tfds_arrays.load_dataset(NAME, "validation", data_dir, shuffle_files=False,
+    return tfds_arrays.load_dataset(name, split, data_dir, shuffle_files=False,
                                     decoders=_decoders())
 
-  return _eval_stream(test_ds, size)
+  return _eval_stream(test_ds, size, name, mean_std)
+
+
+def first_images(data_dir: str | None, name: str, split: str, size: int, count: int
+                 ) -> np.ndarray:
+  """The first `count` images of a split, decoded and center-cropped to `size` (uint8):
+  what the statistics of a streamed set are computed from."""
+  ds = tfds_arrays.load_dataset(name, f"{split}[:{count}]", data_dir, shuffle_files=False,
+                                decoders=_decoders())
+  ds = ds.map(lambda ex: tf.cast(tf.round(augment_lib.center_crop(
+      tf.cast(decode(ex["image"]), tf.float32), size, crop_padding=0)), tf.uint8))
+  return np.stack(list(ds.as_numpy_iterator()))

@@ -127,11 +127,15 @@ def fixmatch_step(state: TrainState, batch, rng, *, deps: StepDeps
                                              train=True, rng=rng)
     t_l, t_w, t_s = common.split3(logits, n_l, n_u)
     sup = losses.mean_cross_entropy(common.smoothed_one_hot(b["labeled_y"], deps), t_l)
-    unlabeled, mask_rate, labels = losses.fixmatch_consistency(
-        t_w, t_s, threshold=settings.threshold)
-    extra = {"pseudo_labels/accuracy": jnp.mean((labels == b["unlabeled_y"]).astype(
-        jnp.float32))} if with_accuracy else {}
-    return sup + settings.weight * unlabeled, ((sup, unlabeled, mask_rate, extra),
+    unlabeled, mask, labels = losses.fixmatch_consistency(t_w, t_s,
+                                                          threshold=settings.threshold)
+    extra = {}
+    if with_accuracy:  # of every row's weak-view argmax, and of the rows trained on
+      correct = (labels == b["unlabeled_y"]).astype(jnp.float32)
+      extra = {"pseudo_labels/accuracy": jnp.mean(correct),
+               "fixmatch/pseudo_label_accuracy_kept": jnp.sum(mask * correct) / jnp.maximum(
+                   jnp.sum(mask), 1.0)}
+    return sup + settings.weight * unlabeled, ((sup, unlabeled, jnp.mean(mask), extra),
                                                model_state)
 
   names = ("labeled_x", "labeled_y", "unlabeled_weak", "unlabeled_strong") + (
