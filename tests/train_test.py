@@ -99,7 +99,8 @@ def test_pseudo_labels_phases(tmp_path):
     ("mpl.estimator", "reinforce_v2", "valid: ['reinforce', 'meta', 'off']"),
     ("mpl.reward", "difference", "valid: ['dot', 'taylor']"),
     ("model.name", "resnet9000", "valid: ['efficientnet', 'mlp', 'resnet', 'resnet50', 'wide_resnet']"),
-    ("data.name", "threemoons", "valid: ['cifar10', 'digits', 'imagenet2012', 'svhn_cropped', 'twomoon']"),
+    ("data.name", "threemoons", "valid: ['cifar10', 'digits', 'image_folder', "
+     "'imagenet2012', 'svhn_cropped', 'tfds', 'twomoon']"),
     ("uda.threshold", 1.5, "must be in [0, 1]"),
 ])
 def test_bad_names_and_values_fail_before_compute(tmp_path, field, value, expected):
