@@ -13,11 +13,13 @@ trains: the same step function, non-finite guard, shardings and donation.
 - `init`: the jitted init, its state laid out as the mesh says (replicated, or FSDP).
 - `step(phase)`: the phase's step, guarded (`guards.guard_step`), jitted with the state
   donated; `lower(phase, labeled, unlabeled)` lowers it on abstract inputs.
-- `eval_counts(name)` / `predict(name)`: a network's evaluation, with its own apply
-  function (`networks.Networks.evaluated`).
+- `eval_counts(name)` / `real_counts(name)` / `predict(name)`: a network's evaluation
+  (top-1 and top-5, ImageNet-ReaL, logits), with its own apply function
+  (`networks.Networks.evaluated`).
 
 Without a mesh (`mesh=None`) nothing is laid out: one device, as multiseed and the CPU
-benchmarks run. With `seeds=S` every function is vmapped over a leading axis of S seeds.
+benchmarks run. With `seeds=S` the init, the steps and `predict` are vmapped over a
+leading axis of S seeds.
 """
 
 import dataclasses
