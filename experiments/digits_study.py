@@ -104,7 +104,10 @@ def train_workdir(variant: str, seed: int, root: str) -> str:
   if os.path.exists(os.path.join(workdir, "results.json")) and not _record(variant, seed):
     shutil.rmtree(workdir)
   if not os.path.exists(os.path.join(workdir, "results.json")):
-    train.train_and_evaluate(make_config(variant, seed, root), workdir)
+    result = train.train_and_evaluate(make_config(variant, seed, root), workdir)
+    if result.preempted:  # SIGTERM: checkpoint saved, no result and so no record
+      print(f"  {variant} seed {seed}: stopped; rerun the study to resume it", flush=True)
+      raise SystemExit(train.PREEMPTED_EXIT_CODE)
   return workdir
 
 
