@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -65,6 +64,7 @@ from mpl_jax import compiled as compiled_lib  # pylint: disable=g-import-not-at-
 from mpl_jax import config_files  # pylint: disable=g-import-not-at-top
 from mpl_jax import data as data_lib  # pylint: disable=g-import-not-at-top
 from mpl_jax import networks  # pylint: disable=g-import-not-at-top
+from mpl_jax import records  # pylint: disable=g-import-not-at-top
 from mpl_jax import sharding  # pylint: disable=g-import-not-at-top
 from mpl_jax import xla_options  # pylint: disable=g-import-not-at-top
 from mpl_jax.models import efficientnet  # pylint: disable=g-import-not-at-top
@@ -167,18 +167,6 @@ def compiled_rows(result: dict, path: str = RESULTS) -> list[dict]:
           and all(r.get(k) == result.get(k) for k in SAME_STEP)]
 
 
-def _commit() -> str | None:
-  """The checkout's commit (with "+" if it has uncommitted changes), or None."""
-  try:
-    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return None
-  return head + ("+" if dirty else "")
-
-
 def _oom_message(error: Exception) -> str:
   """The compiler's out-of-memory summary, e.g. 'Used 45.1G of 31.25G hbm.'"""
   text = str(error)
@@ -237,7 +225,7 @@ def compile_step(*, topology: str, labeled_per_chip: int, unlabeled_per_chip: in
             "networks": 1 if abstract_state.teacher is None else 2,
             "params_per_network": int(params),
             "train_state_gib_total": state_bytes / GIB,
-            "hbm_gib": HBM_GIB.get(devices[0].device_kind), "commit": _commit()}
+            "hbm_gib": HBM_GIB.get(devices[0].device_kind), "commit": records.commit()}
 
   if plan:  # FLOPs of the whole step, unsharded, from its CPU lowering (no TPU compile)
     whole_config = flagship_config(
