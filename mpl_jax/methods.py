@@ -171,8 +171,9 @@ def _check_reduced_mpl(config) -> None:
                       "--config.uda.weight=0")
   if not data_lib.held_in_memory(config.data.name):
     in_memory = [name for name in sorted(data_lib.DATASETS) if data_lib.held_in_memory(name)]
-    raise ConfigError(f"method=reduced_mpl needs a data set held in memory "
-                      f"({', '.join(in_memory)}); data.name={config.data.name} is streamed")
+    raise ConfigError(f"method=reduced_mpl needs a data set whose batches come from numpy "
+                      f"arrays in memory ({', '.join(in_memory)}); data.name="
+                      f"{config.data.name} is fed through tf.data")
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (

@@ -3,7 +3,8 @@
 Adding a data set is one new module in this package and one line in DATASETS, the one
 list of data.name values (several names may share a module when they share all code).
 The module exports:
-  IN_MEMORY  True when the whole set is held in host memory (reduced MPL needs this);
+  IN_MEMORY  True when batches are drawn from numpy arrays in memory, without tf.data
+             (reduced MPL needs this);
   check(cfg) -> None        raises errors.ConfigError on the first bad field of `cfg`;
   spec(cfg) -> DataSpec     classes and input shape, without loading any data;
   build(cfg, seed) -> Dataset.
