@@ -101,6 +101,8 @@ def runlocal(c: ml_collections.ConfigDict) -> None:
   c.data.validation_per_class = 2
   c.data.labeled_batch_size = 8
   c.data.unlabeled_batch_size = 16
+  if "shuffle_buffer" in c.data:  # streamed sets fill this buffer before their first batch
+    c.data.shuffle_buffer = 64
   for net in (c.teacher, c.student):
     net.warmup_steps = 1
   c.student.wait_steps = 0

@@ -12,6 +12,9 @@ import pytest
 
 from benchmarks import timing
 
+# Other busy processes are what these tests look for: never beside another test.
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture()
 def spinner():

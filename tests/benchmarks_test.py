@@ -201,3 +201,12 @@ def test_profile_step_and_ops_run_both_frameworks(env):
     row = ops["kinds"][kind]
     assert row["jax"] > 0 and row["torch"] > 0 and row["jax_over_torch_throughput"] > 0
   _check_load(ops)
+
+
+def test_run_times_times_each_run_of_a_case(env):
+  (record,) = _run(env, "benchmarks.run_times", "--cases=twomoon_mpl", "--runs=2",
+                   "--main_args=--config.num_steps=10 --config.data.num_points=400")
+  assert record["case"] == "twomoon_mpl" and len(record["wall_s"]) == 2
+  assert min(record["wall_s"]) <= record["median_s"] <= max(record["wall_s"])
+  assert "--config.num_steps=10" in record["command"]
+  _check_load(record)

@@ -144,6 +144,7 @@ def test_stochastic_depth_drops_residual_branches_in_train_mode_only():
   np.testing.assert_array_equal(e, f)
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_loss_and_gradients():
   module, x, net = _tiny()
   labels = jnp.array([0, 1, 2, 3])

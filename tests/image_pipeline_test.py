@@ -142,7 +142,9 @@ def _two_step_config(name: str, num_devices: int):
   return config
 
 
-@pytest.mark.parametrize("name", sorted(IMAGE_CONFIGS))
+# cifar10 in `make test`; svhn (its extra split) and imagenet10 (streamed) in `make test-all`.
+@pytest.mark.parametrize("name", [n if n == "cifar10" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(IMAGE_CONFIGS)])
 def test_image_config_batches_shard_and_train_two_steps(tmp_path, monkeypatch, name):
   config = _two_step_config(name, num_devices=8)
   fed = []  # the host batches the loop hands to the 8-device mesh

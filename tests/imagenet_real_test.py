@@ -3,6 +3,7 @@ and images without a real label are left out."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from configs import imagenet10_resnet50
@@ -32,6 +33,7 @@ def test_real_accuracy_counts_by_hand_and_differs_from_top1():
   assert top1 == 3 / 4  # the original labels score this batch otherwise
 
 
+@pytest.mark.slow
 def test_imagenet_run_reports_real_accuracy_equal_to_a_count_by_hand(tmp_path):
   config = imagenet10_resnet50.get_config("mpl,runlocal")
   config.num_steps, config.finetune.num_steps = 2, 0

@@ -10,6 +10,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from mpl_jax import train
 from tests.helpers import ROOT, assert_close_on_scale, checkpoint_steps, read_checkpoint
@@ -80,6 +81,7 @@ def _assert_same_state(workdir_a, workdir_b, step: int) -> None:
                           jax.tree_util.keystr(path))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_share_checkpoints(tmp_path, capsys):
   two, one = tmp_path / "two_processes", tmp_path / "one_process"
   outputs = _main_on_two_processes(tmp_path, two, STEPS)

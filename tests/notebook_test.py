@@ -37,6 +37,7 @@ def _execute(folder: str) -> list[str]:
           for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom_twice_in_one_folder(tmp_path, monkeypatch):
   """A second run in the same folder, resuming (MPL_NOTEBOOK_RESUME=1), reads the finished
   digits runs back instead of training them and shows the same plots. (Without it, each

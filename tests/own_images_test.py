@@ -44,6 +44,7 @@ def _main_in_process(config_arg: str, workdir, **fields):
     flags.FLAGS.unparse_flags()
 
 
+@pytest.mark.slow  # a mock builder generated and trained through main: a minute each
 @pytest.mark.parametrize("module, size, classes, extra, examples", [
     (cifar100_wrn28_8, 32, 100, False, 1000), (stl10_wrn28_2, 96, 10, True, 200)])
 def test_tfds_builders_split_and_train_through_main(tmp_path, module, size, classes, extra,
@@ -77,6 +78,7 @@ def test_tfds_builders_split_and_train_through_main(tmp_path, module, size, clas
   assert "test/student_accuracy" in results
 
 
+@pytest.mark.slow
 def test_mean_and_std_computed_and_recorded_or_given(tmp_path):
   with tfds.testing.mock_data(num_examples=200):
     _main_in_process("configs/stl10_wrn28_2.py:supervised,runlocal", tmp_path / "computed")
@@ -97,7 +99,7 @@ def test_mean_and_std_computed_and_recorded_or_given(tmp_path):
 
 def test_held_in_memory_or_streamed_by_size(tmp_path, capsys):
   """The same STL-10 config: held in memory, then, with the size threshold below its 400
-  images of 96 x 96 x 3 (0.01 GiB), streamed as ImageNet is, and trained through main."""
+  images of 96 x 96 x 3 (0.01 GiB), streamed as ImageNet is."""
   config = stl10_wrn28_2.get_config("mpl,runlocal")
   with tfds.testing.mock_data(num_examples=200):
     held = data_lib.build(config.data, seed=0)
@@ -114,6 +116,13 @@ def test_held_in_memory_or_streamed_by_size(tmp_path, capsys):
     assert batch["unlabeled_strong"].shape == (config.data.unlabeled_batch_size, 96, 96, 3)
     assert "unlabeled_y" not in batch  # the unlabeled stream's labels are unknown
     streamed.close()
+
+
+@pytest.mark.slow
+def test_streamed_stl10_trains_through_main(tmp_path):
+  """The streamed choice above, trained and evaluated through main.py (slow: the streamed
+  96 px pipeline and its evaluation)."""
+  with tfds.testing.mock_data(num_examples=200):
     _main_in_process("configs/stl10_wrn28_2.py:mpl,runlocal", tmp_path / "run",
                      **{"data.max_in_memory_gib": 0.001})
   results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -81,3 +81,19 @@ def test_training_environment_installs_no_torch():
     text = f.read()
   install_requires = text.split("install_requires =")[1].split("\n\n")[0]
   assert "jax" in install_requires and "torch" not in install_requires
+
+
+def _pins(name: str) -> dict[str, str]:
+  with open(os.path.join(ROOT, name)) as f:
+    return dict(line.strip().lower().replace("_", "-").split("==") for line in f
+                if line.strip() and not line.startswith("#"))
+
+
+def test_gpu_lock_pins_what_the_cpu_lock_pins_plus_cuda_wheels():
+  """requirements-gpu.lock (`make venv-gpu`) is requirements.lock with JAX's CUDA plugin
+  and NVIDIA's wheels added, at the same JAX: no package pinned differently."""
+  cpu, gpu = _pins("requirements.lock"), _pins("requirements-gpu.lock")
+  assert {name: gpu.get(name) for name in cpu} == cpu
+  added = set(gpu) - set(cpu)
+  assert added and all(n.startswith(("nvidia-", "jax-cuda")) for n in added), sorted(added)
+  assert gpu["jax-cuda13-plugin"] == gpu["jax-cuda13-pjrt"] == cpu["jax"] == cpu["jaxlib"]

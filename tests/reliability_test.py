@@ -52,6 +52,7 @@ def straight_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.serial  # kills timed to the millisecond against async saves
 @pytest.mark.parametrize("min_kills", [3, pytest.param(10, marks=pytest.mark.slow)])
 def test_random_sigkills_then_resume_is_bit_identical(tmp_path, straight_run, min_kills):
   """Kill -9 at random moments (checkpoints every 10 steps, so saves are in flight):
@@ -83,6 +84,7 @@ def test_random_sigkills_then_resume_is_bit_identical(tmp_path, straight_run, mi
   _assert_same_final_state(straight_run, workdir)
 
 
+@pytest.mark.serial  # two signals timed against the training loop
 def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path, straight_run):
   workdir = tmp_path / "term"
   args = COMMON + ["--config.checkpoint.every_steps=1000", "--config.log_every_steps=100",
