@@ -210,3 +210,12 @@ def test_run_times_times_each_run_of_a_case(env):
   assert min(record["wall_s"]) <= record["median_s"] <= max(record["wall_s"])
   assert "--config.num_steps=10" in record["command"]
   _check_load(record)
+
+
+@pytest.mark.slow  # the notebook, start to end, in a fresh kernel
+def test_notebook_times_records_each_cell(env):
+  (record,) = _run(env, "benchmarks.notebook_times", "--setting=smoke", "--runs=1")
+  assert record["setting"] == "smoke" and len(record["cell_s"]) == 1
+  assert len(record["cell_s"][0]) >= 10 and all(s >= 0 for s in record["cell_s"][0])
+  assert record["plots"] >= 5 and record["same_plots"]
+  _check_load(record)
