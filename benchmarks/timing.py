@@ -93,8 +93,8 @@ def load_average(path: str = "/proc/loadavg") -> list[float]:
     return [float(v) for v in os.getloadavg()]
 
 
-def _cpu_ticks() -> dict[int, tuple[str, int]]:
-  """pid -> (name, CPU ticks of the process and of its finished children)."""
+def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
+  """pid -> (name, CPU ticks of the process and of its finished children, parent pid)."""
   ticks = {}
   try:
     entries = os.listdir("/proc")
@@ -109,7 +109,7 @@ def _cpu_ticks() -> dict[int, tuple[str, int]]:
       name = stat[stat.index("(") + 1:stat.rindex(")")]
       fields = stat[stat.rindex(")") + 2:].split()
       # utime + stime + cutime + cstime: a parent's short-lived children count too.
-      ticks[int(entry)] = (name, sum(int(v) for v in fields[11:15]))
+      ticks[int(entry)] = (name, sum(int(v) for v in fields[11:15]), int(fields[1]))
     except (OSError, ValueError, IndexError):
       continue  # gone, or not a process's stat line
   return ticks
@@ -117,16 +117,23 @@ def _cpu_ticks() -> dict[int, tuple[str, int]]:
 
 def busy_processes(interval: float = 1.0) -> list[dict[str, Any]]:
   """Other processes that used >= BUSY_CPU_SHARE of a core over `interval` seconds,
-  busiest first. A process born during the interval counts with all its time."""
+  busiest first. A process born during the interval counts with all its time. This
+  process and its descendants (the runs a benchmark starts itself) are not "other"."""
   hz = os.sysconf("SC_CLK_TCK")
   first = _cpu_ticks()
   time.sleep(interval)
   second = _cpu_ticks()
+  own = {os.getpid()}
+  for _ in range(len(second)):  # descendants, however deep
+    grown = own | {pid for pid, (_, _, parent) in second.items() if parent in own}
+    if grown == own:
+      break
+    own = grown
   busy = []
-  for pid, (name, ticks) in second.items():
-    if pid == os.getpid():
+  for pid, (name, ticks, _) in second.items():
+    if pid in own:
       continue
-    share = (ticks - first.get(pid, (name, 0))[1]) / hz / interval
+    share = (ticks - first.get(pid, (name, 0, 0))[1]) / hz / interval
     if share >= BUSY_CPU_SHARE:
       busy.append({"pid": pid, "name": name, "cores": round(share, 2)})
   return sorted(busy, key=lambda p: -p["cores"])

@@ -4,6 +4,8 @@ into the record."""
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,13 +18,59 @@ from benchmarks import timing
 pytestmark = pytest.mark.serial
 
 
+class _Other:
+  """A process that is not this one's descendant (its parent exits at once), as another
+  user's job would be."""
+
+  def __init__(self, code: str):
+    started = subprocess.run(
+        ["sh", "-c", f'{sys.executable} -c "{code}" >/dev/null 2>&1 & echo $!'],
+        capture_output=True, text=True, check=True)
+    self.pid = int(started.stdout.strip())
+
+  def kill(self) -> None:
+    try:
+      os.kill(self.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
+
 @pytest.fixture()
 def spinner():
   """Another process that keeps one core busy while the test runs."""
-  proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+  proc = _Other("while True: pass")
   yield proc
   proc.kill()
-  proc.wait()
+
+
+def test_the_benchmarks_own_runs_are_not_other_busy_processes(spinner):
+  """A run the benchmark starts itself (a child, and its child) is its own work."""
+  child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run("
+                            "[sys.executable, '-c', 'while True: pass'])"])
+  grandchildren = []
+  try:
+    time.sleep(0.5)
+    grandchildren = _children(child.pid)
+    busy = [p["pid"] for p in timing.busy_processes(1.0)]
+    assert grandchildren and spinner.pid in busy
+    assert child.pid not in busy and not set(grandchildren) & set(busy)
+  finally:
+    for pid in grandchildren:
+      os.kill(pid, signal.SIGKILL)
+    child.kill()
+    child.wait()
+
+
+def _children(pid: int) -> list[int]:
+  found = []
+  for entry in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+          found.append(int(entry))
+    except (OSError, ValueError, IndexError):
+      continue
+  return found
 
 
 @pytest.fixture(autouse=True)

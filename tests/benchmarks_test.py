@@ -203,6 +203,7 @@ def test_profile_step_and_ops_run_both_frameworks(env):
   _check_load(ops)
 
 
+@pytest.mark.slow  # two TwoMoon runs through main.py in fresh processes
 def test_run_times_times_each_run_of_a_case(env):
   (record,) = _run(env, "benchmarks.run_times", "--cases=twomoon_mpl", "--runs=2",
                    "--main_args=--config.num_steps=10 --config.data.num_points=400")
