@@ -114,6 +114,7 @@ def test_finetune_micro_batches_equal_the_large_batch():
   _compare(exp, step_fn, batch, k=2, fixed_teacher=True)
 
 
+@pytest.mark.slow  # a BatchNorm WRN's step compiled for 1 and k micro-batches
 def test_batchnorm_statistics_follow_the_mean_of_the_micro_batches():
   """WRN-10-1 with BatchNorm: a batch made of k copies of each row splits into k micro-batches
   that each equal the original batch, so the accumulated step on it must equal the plain
@@ -137,6 +138,7 @@ def test_batchnorm_statistics_follow_the_mean_of_the_micro_batches():
     assert_close_on_scale(accumulated[name], plain[name], TOL_BATCHNORM, name)
 
 
+@pytest.mark.slow  # as above
 def test_batchnorm_running_statistics_are_the_mean_over_distinct_micro_batches():
   """Distinct micro-batches: after one accumulated step the running statistics of student
   and teacher equal the mean of those that plain steps on each micro-batch alone reach

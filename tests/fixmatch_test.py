@@ -108,6 +108,7 @@ def test_fixmatch_trains_through_main_on_digits(tmp_path):
   assert 0.0 <= logged["pseudo_labels/accuracy"][1].min() <= 1.0
 
 
+@pytest.mark.slow  # a mock CIFAR-10 builder through main (digits' run stays in make test)
 def test_fixmatch_trains_through_main_on_mock_cifar10(tmp_path):
   """main's entry point in this process: tfds's mock data does not reach a subprocess."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

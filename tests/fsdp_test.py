@@ -77,6 +77,7 @@ def test_fsdp_training_equals_data_parallel(tmp_path, method):
     assert_close_on_scale(results[4].eval_metrics[key], value, TOL_LAYOUT, key)
 
 
+@pytest.mark.slow  # three layouts, each compiled and trained
 def test_checkpoint_resumes_across_layouts(tmp_path):
   """A data-parallel checkpoint resumes with parameters split over `model`, and back."""
   c = tiny_config("mpl")
