@@ -227,18 +227,17 @@ def command_problems(line: str) -> list[str]:
           rf"^{re.escape(target)}:", makefile, re.M):
         problems.append(f"`make {target}`: no such target in the Makefile")
     return problems
-  start = next((i for i, w in enumerate(words) if w.endswith("python") or
-                w.endswith("python3") or w.endswith(".sh") or w.endswith(".py")), None)
+  start = next((i for i, w in enumerate(words)
+                if w.endswith(("python", "python3", ".sh", ".py"))), None)
   if start is None:
     return []
+  rest = words[start + 1:]
   if words[start].endswith((".sh", ".py")):
-    program, args = words[start], words[start + 1:]
-  elif start + 2 < len(words) + 1 and words[start + 1:start + 2] == ["-m"]:
-    program, args = words[start + 2] if start + 2 < len(words) else "", words[start + 3:]
-  elif start + 1 < len(words):
-    program, args = words[start + 1], words[start + 2:]
+    program, args = words[start], rest
+  elif rest[:1] == ["-m"]:
+    program, args = (rest[1] if len(rest) > 1 else ""), rest[2:]
   else:
-    return []
+    program, args = (rest[0] if rest else ""), rest[1:]
   if program.startswith(("pip", "-")) or not program:
     return []
   source = _program_source(program)
