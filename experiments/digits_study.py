@@ -58,17 +58,6 @@ PREREGISTERED = ((("mpl", "mpl_off"), "20-34"),
                  (("supervised", "uda", "fixmatch", "pseudo_labels"), "20-29"))
 
 
-def parse_seeds(text: str) -> list[int]:
-  seeds = []
-  for part in text.split(","):
-    if "-" in part:
-      lo, hi = part.split("-")
-      seeds.extend(range(int(lo), int(hi) + 1))
-    else:
-      seeds.append(int(part))
-  return seeds
-
-
 def make_config(variant: str, seed: int, root: str = "/tmp/digits_study"):
   """The config of one run (the large teacher's workdir under `root`)."""
   method, overrides = VARIANTS[variant]
@@ -182,13 +171,13 @@ def main() -> None:
   COMMIT_RECORDS, RECORDS = args.commit_records, os.path.abspath(args.records)
   if args.part == "preregistered":
     for variants, seed_text in PREREGISTERED:
-      for seed in parse_seeds(seed_text):
+      for seed in records.parse_seeds(seed_text):
         for variant in variants:
           run_one(variant, seed, args.root)
     print("every record of the pre-registered study is in place; render RESULTS.md with "
           "python -m mpl_jax.report --results=RESULTS.md --write")
     return
-  seeds = parse_seeds(args.seeds)
+  seeds = records.parse_seeds(args.seeds)
   methods = args.methods.split(",")
   unknown = sorted(set(methods) - set(VARIANTS))
   if unknown:

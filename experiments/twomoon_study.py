@@ -82,17 +82,6 @@ _IGNORED = {
 _CACHE: dict = {}
 
 
-def parse_seeds(text: str) -> list[int]:
-  seeds = []
-  for part in text.split(","):
-    if "-" in part:
-      lo, hi = part.split("-")
-      seeds.extend(range(int(lo), int(hi) + 1))
-    else:
-      seeds.append(int(part))
-  return seeds
-
-
 def parse_value(text: str):
   for cast in (int, float):
     try:
@@ -241,10 +230,12 @@ def _paired(accs: dict) -> None:
   pairs = [(a, b) for a in accs if a.startswith("mpl") and not a.endswith("off")
            for b in (own_off.get(a, "mpl_off"), "supervised", "pseudo_labels") if b in accs]
   for a, b in pairs:
-    d = accs[a] - accs[b]
-    print(f"\n{a} − {b}: {100 * d.mean():+.1f} ± {100 * d.std(ddof=1):.1f} points "
-          f"(wins {int((d > 1e-9).sum())}, ties {int((np.abs(d) <= 1e-9).sum())}, "
-          f"losses {int((d < -1e-9).sum())} of {len(d)})", end="")
+    d = 100 * (accs[a] - accs[b])
+    wins, ties, losses = records.wins_ties_losses(records.shown_differences(
+        100 * accs[a], 100 * accs[b]))
+    print(f"\n{a} − {b}: {d.mean():+.1f} ± {d.std(ddof=1):.1f} points "
+          f"(wins {wins}, ties {ties}, losses {losses} of {len(d)}; W/T/L on the differences "
+          "as printed, 0.1 points)", end="")
   print()
 
 
@@ -291,7 +282,7 @@ def main() -> None:
   parser.add_argument("--show_seeds", action="store_true", help="print per-seed accuracy")
   args = parser.parse_args()
 
-  seeds = parse_seeds(args.seeds)
+  seeds = records.parse_seeds(args.seeds)
   overrides = {}
   for item in args.set:
     key, value = item.split("=", 1)

@@ -53,20 +53,23 @@ def make_real_eval_fn(predict: Callable) -> Callable:
   return counts
 
 
+def summed_counts(eval_fn: Callable, params, model_state, batches: Iterable) -> list[int]:
+  """The counts `eval_fn(params, model_state, *batch)` returns, summed over `batches`."""
+  sums: list[int] = []
+  for batch in batches:
+    counts = [int(c) for c in eval_fn(params, model_state, *batch)]
+    sums = [a + b for a, b in zip(sums, counts)] if sums else counts
+  return sums
+
+
 def real_accuracy(eval_fn: Callable, params, model_state, batches: Iterable) -> float:
   """ReaL accuracy over padded, masked (x, real, mask) batches (`make_real_eval_fn`)."""
-  correct = counted = 0
-  for xb, real, mask in batches:
-    c, n = eval_fn(params, model_state, xb, real, mask)
-    correct, counted = correct + int(c), counted + int(n)
+  correct, counted = summed_counts(eval_fn, params, model_state, batches) or (0, 0)
   return correct / max(counted, 1)
 
 
 def accuracy(eval_fn: Callable, params, model_state, batches: Iterable) -> dict[str, float]:
   """Top-1 and top-5 accuracy over padded, masked (x, y, mask) batches."""
-  top1 = top5 = total = 0
-  for xb, yb, mask in batches:
-    c1, c5, t = eval_fn(params, model_state, xb, yb, mask)
-    top1, top5, total = top1 + int(c1), top5 + int(c5), total + int(t)
+  top1, top5, total = summed_counts(eval_fn, params, model_state, batches) or (0, 0, 0)
   total = max(total, 1)
   return {"top1": top1 / total, "top5": top5 / total}

@@ -193,6 +193,18 @@ def _accuracy(spec: Spec, records: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
+def shown_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """a − b (in points) rounded to 0.1 points, as the tables print it: W/T/L and the tests
+  are taken on these."""
+  return np.round(np.asarray(a) - np.asarray(b), 1)
+
+
+def wins_ties_losses(shown: np.ndarray) -> tuple[int, int, int]:
+  """How many of the (shown) differences are above, at and below zero."""
+  wins, ties = int(np.sum(shown > 0)), int(np.sum(shown == 0))
+  return wins, ties, len(shown) - wins - ties
+
+
 def _paired(spec: Spec, records: Sequence[dict]) -> str:
   """a − b | mean ± std | per seed | W/T/L, the differences rounded to 0.1 points first."""
   metric = spec.options["metric"]
@@ -200,11 +212,10 @@ def _paired(spec: Spec, records: Sequence[dict]) -> str:
            "|---|---|---|---|"]
   for pair in spec.options["pairs"].split(","):
     a, b = pair.split(":")
-    shown = np.round(spec.values(records, a, metric) - spec.values(records, b, metric), 1)
-    wins, ties = int(np.sum(shown > 0)), int(np.sum(shown == 0))
+    shown = shown_differences(spec.values(records, a, metric), spec.values(records, b, metric))
     lines.append(f"| {a} − {b} | {_mean_std(shown, decimals=2, sign='+')} | "
                  f"{' '.join(_signed(d) for d in shown)} | "
-                 f"{wins}/{ties}/{len(shown) - wins - ties} |")
+                 f"{'/'.join(map(str, wins_ties_losses(shown)))} |")
   return "\n".join(lines)
 
 
@@ -227,11 +238,10 @@ def _tests(spec: Spec, records: Sequence[dict]) -> str:
            "(one-sided) | p, sign test (one-sided) |", "|---|---|---|---|---|---|---|"]
   for pair in spec.options["pairs"].split(","):
     a, b = pair.split(":")
-    shown = np.round(spec.values(records, a, metric) - spec.values(records, b, metric), 1)
+    shown = shown_differences(spec.values(records, a, metric), spec.values(records, b, metric))
     t, p_t, p_sign = one_sided_tests(shown)
-    wins, ties = int(np.sum(shown > 0)), int(np.sum(shown == 0))
     lines.append(f"| {a} > {b} | {len(shown)} | {_mean_std(shown, decimals=2, sign='+')} | "
-                 f"{wins}/{ties}/{len(shown) - wins - ties} | {t:.2f} | {p_t:.3f} | "
+                 f"{'/'.join(map(str, wins_ties_losses(shown)))} | {t:.2f} | {p_t:.3f} | "
                  f"{p_sign:.3f} |")
   return "\n".join(lines)
 

@@ -76,15 +76,19 @@ def _evaluate(run: compiled_lib.Compiled, dataset, state, batch_size: int,
               split: str = "eval") -> dict[str, float]:
   """Accuracy of each evaluated network (`Networks.evaluated`: the student, its EMA and
   a teacher that reads images) on `eval` (validation) or `test`: `{split}/{net}_accuracy`
-  (top-1) and, with more than 5 classes, `..._top5_accuracy`."""
-  ds = dataset
+  (top-1) and, with more than 5 classes, `..._top5_accuracy`; on `real` (the test images'
+  ImageNet-ReaL labels): `test/{net}_real_accuracy`."""
   out = {}
   for name in run.nets.evaluated:
     net = getattr(state, name)
-    acc = evaluate.accuracy(run.eval_counts(name), net.params, net.model_state,
-                            _global_eval_batches(ds.eval_batches(split, batch_size), run.mesh))
+    batches = _global_eval_batches(dataset.eval_batches(split, batch_size), run.mesh)
+    if split == "real":
+      out[f"test/{name}_real_accuracy"] = evaluate.real_accuracy(
+          run.real_counts(name), net.params, net.model_state, batches)
+      continue
+    acc = evaluate.accuracy(run.eval_counts(name), net.params, net.model_state, batches)
     out[f"{split}/{name}_accuracy"] = acc["top1"]
-    if ds.num_classes > 5:
+    if dataset.num_classes > 5:
       out[f"{split}/{name}_top5_accuracy"] = acc["top5"]
   return out
 
@@ -228,14 +232,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     return TrainResult(state=_to_host(state, replicated), eval_metrics={}, experiment=exp,
                        history=history, preempted=True)
   final = _evaluate(run, exp.dataset, state, config.eval.batch_size)
-  if exp.dataset.has_split("test"):  # the test split: once, at the end
-    final.update(_evaluate(run, exp.dataset, state, config.eval.batch_size, split="test"))
-  if exp.dataset.has_split("real"):  # ImageNet-ReaL labels of the test images
-    for name in run.nets.evaluated:
-      net = getattr(state, name)
-      final[f"test/{name}_real_accuracy"] = evaluate.real_accuracy(
-          run.real_counts(name), net.params, net.model_state, _global_eval_batches(
-              exp.dataset.eval_batches("real", config.eval.batch_size), run.mesh))
+  for split in ("test", "real"):  # the test split and its ReaL labels: once, at the end
+    if exp.dataset.has_split(split):
+      final.update(_evaluate(run, exp.dataset, state, config.eval.batch_size, split=split))
   final["train/skipped_steps"] = int(jax.device_get(state.skipped_steps))
   writer.write_scalars(total, final)
   writer.close()

@@ -1,9 +1,9 @@
 """RELIABILITY.md's bad-input table, row by row: each row is run through main.py.
 
 Every row of the table is one parametrized case. A row whose input is command-line
-arguments (`--config...`) is run through `main.main` in this process with those arguments
-with `--workdir=DIR` (and `--config=configs/twomoon.py` unless they name a config); a row described in words runs the
-scenario of the same words in `SCENARIOS`. Either way the case asserts exit code 2, that
+arguments (`--config...`) is run through `main.main` in this process with those arguments,
+`--workdir=DIR` and `--config=configs/twomoon.py` unless they name a config; a row
+described in words runs the scenario of the same words in `SCENARIOS`. Either way the case asserts exit code 2, that
 the last line on stderr is the table's message (`DIR` stands for the workdir, `[...]` for
 a list) and that no checkpoint was written. A row that is neither arguments nor a known
 scenario fails: the table cannot hold a row that no test runs.

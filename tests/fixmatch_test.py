@@ -49,7 +49,10 @@ def test_loss_on_a_hand_made_batch():
 
   d_weak, d_strong = jax.grad(lambda w, s: losses.fixmatch_consistency(
       w, s, threshold=0.95)[0], argnums=(0, 1))(weak, strong)
-  np.testing.assert_array_equal(np.asarray(d_weak), 0.0)  # labels and mask are constants
+  # The weak view only chooses labels and the mask. Its argmax and threshold carry no
+  # gradient by themselves; this fails if its probabilities ever enter the loss (soft
+  # targets, or a confidence weight) without the stop-gradient.
+  np.testing.assert_array_equal(np.asarray(d_weak), 0.0)
   np.testing.assert_array_equal(np.asarray(d_strong)[[1, 3]], 0.0)  # masked rows add nothing
   for row, label in ((0, 2), (2, 0)):
     want = (np.asarray(jax.nn.softmax(strong[row])) - np.eye(3)[label]) / 4

@@ -35,10 +35,8 @@ def make_splits(labels: np.ndarray, *, labeled_fraction: float, validation_per_c
     del left
     return min(validation_per_class, size - 1)
 
-  def labeled(size: int, left: int) -> int:
-    return min(max(1, int(np.floor(labeled_fraction * size + 0.5))), left)
-
-  return splits_lib.class_balanced(labels, {"validation": held, "labeled": labeled},
+  return splits_lib.class_balanced(labels, {"validation": held,
+                                            "labeled": splits_lib.fraction(labeled_fraction)},
                                    np.random.default_rng([seed, 0x1A6E]), draw="by_class")
 
 

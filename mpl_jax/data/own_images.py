@@ -234,12 +234,8 @@ def make_splits(labels: np.ndarray, cfg: Mapping[str, Any]) -> dict[str, np.ndar
   """validation, labeled and the rest (unlabeled) of the training images, class-balanced,
   a pure function of data.split_seed."""
   fraction = float(cfg["labeled_fraction"])
-
-  def labeled(size: int, left: int) -> int:
-    if not fraction:
-      return int(cfg["labeled_per_class"])
-    return min(max(1, int(np.floor(fraction * size + 0.5))), left)
-
+  labeled = (splits_lib.fraction(fraction) if fraction
+             else int(cfg["labeled_per_class"]))
   try:
     parts = splits_lib.class_balanced(
         labels, {"validation": int(cfg["validation_per_class"]), "labeled": labeled},

@@ -10,6 +10,15 @@ PerClass = int | Callable[[int, int], int]
 DRAWS = ("by_part", "by_class")
 
 
+def fraction(share: float) -> Callable[[int, int], int]:
+  """A PerClass count: round(share * class size), at least 1 and at most what is left."""
+
+  def count(size: int, left: int) -> int:
+    return min(max(1, int(np.floor(share * size + 0.5))), left)
+
+  return count
+
+
 def class_balanced(labels: np.ndarray, counts: Mapping[str, PerClass],
                    rng: np.random.Generator, *, pool: np.ndarray | None = None,
                    rest: str | None = None, draw: str = "by_part") -> dict[str, np.ndarray]:
