@@ -10,7 +10,9 @@ line for each reference that does not resolve:
 - in a command (`python main.py ...`, `python -m mod ...`, `.venv/bin/python x.py ...`,
   `make target`, `launch/x.sh ...`): every `--flag` the program does not define, every
   `--config.a.b` the named config lacks, and every make target the Makefile lacks;
-- a lone `--config.a.b` must be a field of some config in configs/.
+- a lone `--config.a.b` must be a field of some config in configs/;
+- a file named without its folder (`train.py`, `run_times.jsonl`) must be a file of the
+  repository, or a name its code quotes (`results.json`, which a run writes).
 Names are found by reading the source (ast), never by importing it.
 """
 
@@ -46,6 +48,9 @@ SHORT_MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(
     os.path.join(ROOT, "mpl_jax", "*.py")) if not p.endswith("__init__.py"))
 SHORT_DOTTED = re.compile(r"(?<![\w./-])((?:%s)(?:\.[A-Za-z_]\w*)+)" % "|".join(
     SHORT_MODULES))
+# A file named without its folder (`train.py`, `run_times.jsonl`, `results.json`).
+BARE_FILE = re.compile(r"(?<![\w./$~<>{}*-])([\w-]+\.(?:py|sh|jsonl|json|lock|ipynb|md|cfg|"
+                       r"toml|png|txt))(?![/\w])")
 TOP_FILE = re.compile(r"^(?:[A-Z]+\.md|Makefile|requirements[\w-]*\.lock|setup\.cfg|"
                       r"pyproject\.toml|main\.py|demo\.py)$")
 
@@ -168,6 +173,34 @@ def all_config_keys() -> frozenset[str]:
     if not isinstance(found, str):
       keys |= found
   return frozenset(keys)
+
+
+@functools.lru_cache(maxsize=None)
+def _repository_files() -> tuple[frozenset[str], str]:
+  """(the base names of the repository's files, the text of its code), both from the top
+  folder's files and the folders in TOP. The code is every .py, .sh and .ipynb file but
+  this checker and its tests, so that a name the docs use is not found in them alone."""
+  names, code = set(), []
+  paths = [os.path.join(ROOT, f) for f in os.listdir(ROOT)
+           if os.path.isfile(os.path.join(ROOT, f))]
+  for top in TOP:
+    for folder, _, found in os.walk(os.path.join(ROOT, top)):
+      paths.extend(os.path.join(folder, f) for f in found)
+  own = {os.path.join(ROOT, "tests", f) for f in ("doc_refs.py", "docs_test.py")}
+  for path in paths:
+    names.add(os.path.basename(path))
+    if path.endswith((".py", ".sh", ".ipynb")) and path not in own:
+      code.append(open(path, encoding="utf-8", errors="replace").read())
+  return frozenset(names), "\n".join(code)
+
+
+def bare_file_problem(name: str) -> str | None:
+  """A file named without its folder is a file of the repository, or one that its code
+  writes: the name is quoted in the code (`results.json`, `curves.png`)."""
+  names, code = _repository_files()
+  if name in names or re.search(r"[\"'/]%s[\"']" % re.escape(name), code):
+    return None
+  return f"`{name}`: no file of that name, and no code names it"
 
 
 def path_problem(path: str, locator: re.Match | None) -> str | None:
@@ -298,6 +331,8 @@ def problems(text: str) -> list[str]:
   for span in spans:
     if TOP_FILE.match(span) and not os.path.exists(os.path.join(ROOT, span)):
       found.append(f"`{span}`: no such file")
+    else:
+      found.extend(filter(None, map(bare_file_problem, BARE_FILE.findall(span))))
     if re.fullmatch(r"(--config\.[\w.]+(=\S*)?\s*)+", span):
       for field in re.findall(r"--config\.([\w.]+)", span):
         if field not in all_config_keys():

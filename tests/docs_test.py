@@ -23,6 +23,7 @@ GOOD = """
 `python -m mpl_jax.report --results=RESULTS.md --write`
 `--config.num_steps=2000 --config.mpl.reward=taylor`
 `launch/create.sh --dry-run`
+`train.py` writes `results.json`; `run_times.jsonl` (`demo`)
 
 ```
 make test
@@ -47,6 +48,9 @@ PLANTED = [
     ("mpl.estimator=meta", "mpl.estimatr=meta", "mpl.estimatr"),
     ("--labeled_batch=16", "--labelled_batch=16", "--labelled_batch"),
     ("mpl_jax/steps/", "mpl_jax/step/", "no such file"),
+    ("`train.py`", "`trainer.py`", "`trainer.py`: no file of that name"),
+    ("`results.json`", "`result.json`", "`result.json`: no file of that name"),
+    ("`run_times.jsonl`", "`run_time.jsonl`", "`run_time.jsonl`: no file of that name"),
 ]
 
 
