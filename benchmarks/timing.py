@@ -93,8 +93,20 @@ def load_average(path: str = "/proc/loadavg") -> list[float]:
     return [float(v) for v in os.getloadavg()]
 
 
-def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
-  """pid -> (name, CPU ticks of the process and of its finished children, parent pid)."""
+# Sessions of runs a benchmark started with `start_new_session=True` and registered with
+# `own_session`: every process in them is the benchmark's own work, also one that left
+# the tree of descendants (a test suite's background job whose parent exited).
+_OWN_SESSIONS: set[int] = set()
+
+
+def own_session(pid: int) -> None:
+  """Counts the session of `pid` (a child started in a new session) as this process's."""
+  _OWN_SESSIONS.add(os.getsid(pid))
+
+
+def _cpu_ticks() -> dict[int, tuple[str, int, int, int]]:
+  """pid -> (name, CPU ticks of the process and of its finished children, parent pid,
+  session id)."""
   ticks = {}
   try:
     entries = os.listdir("/proc")
@@ -109,7 +121,8 @@ def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
       name = stat[stat.index("(") + 1:stat.rindex(")")]
       fields = stat[stat.rindex(")") + 2:].split()
       # utime + stime + cutime + cstime: a parent's short-lived children count too.
-      ticks[int(entry)] = (name, sum(int(v) for v in fields[11:15]), int(fields[1]))
+      ticks[int(entry)] = (name, sum(int(v) for v in fields[11:15]), int(fields[1]),
+                           int(fields[3]))
     except (OSError, ValueError, IndexError):
       continue  # gone, or not a process's stat line
   return ticks
@@ -118,22 +131,23 @@ def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
 def busy_processes(interval: float = 1.0) -> list[dict[str, Any]]:
   """Other processes that used >= BUSY_CPU_SHARE of a core over `interval` seconds,
   busiest first. A process born during the interval counts with all its time. This
-  process and its descendants (the runs a benchmark starts itself) are not "other"."""
+  process, its descendants (the runs a benchmark starts itself) and the processes of the
+  sessions registered with `own_session` are not "other"."""
   hz = os.sysconf("SC_CLK_TCK")
   first = _cpu_ticks()
   time.sleep(interval)
   second = _cpu_ticks()
   own = {os.getpid()}
   for _ in range(len(second)):  # descendants, however deep
-    grown = own | {pid for pid, (_, _, parent) in second.items() if parent in own}
+    grown = own | {pid for pid, (_, _, parent, _) in second.items() if parent in own}
     if grown == own:
       break
     own = grown
   busy = []
-  for pid, (name, ticks, _) in second.items():
-    if pid in own:
+  for pid, (name, ticks, _, session) in second.items():
+    if pid in own or session in _OWN_SESSIONS:
       continue
-    share = (ticks - first.get(pid, (name, 0, 0))[1]) / hz / interval
+    share = (ticks - first.get(pid, (name, 0, 0, 0))[1]) / hz / interval
     if share >= BUSY_CPU_SHARE:
       busy.append({"pid": pid, "name": name, "cores": round(share, 2)})
   return sorted(busy, key=lambda p: -p["cores"])

@@ -61,6 +61,24 @@ def test_the_benchmarks_own_runs_are_not_other_busy_processes(spinner):
     child.wait()
 
 
+def test_a_registered_session_is_the_benchmarks_own_work():
+  """A run started in a session of its own may leave a process that is no descendant of
+  the benchmark (its parent exited, as a test suite's background job does): it is seen as
+  another busy process until the session is registered with `own_session`."""
+  run = subprocess.Popen(["sh", "-c", f'{sys.executable} -c "while True: pass" '
+                          '>/dev/null 2>&1 & echo $!'], stdout=subprocess.PIPE, text=True,
+                         start_new_session=True)
+  orphan = int(run.communicate()[0].strip())
+  try:
+    time.sleep(0.3)
+    assert orphan in [p["pid"] for p in timing.busy_processes(1.0)]
+    timing.own_session(orphan)
+    assert orphan not in [p["pid"] for p in timing.busy_processes(1.0)]
+  finally:
+    timing._OWN_SESSIONS.discard(os.getsid(orphan))  # pylint: disable=protected-access
+    os.kill(orphan, signal.SIGKILL)
+
+
 def _children(pid: int) -> list[int]:
   found = []
   for entry in filter(str.isdigit, os.listdir("/proc")):

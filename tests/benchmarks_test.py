@@ -203,6 +203,20 @@ def test_profile_step_and_ops_run_both_frameworks(env):
   _check_load(ops)
 
 
+def test_run_times_counts_the_tests_of_both_pytest_parts():
+  """`make test` prints two pytest summaries (the two workers' part, the serial part):
+  the record sums their counts, leaves out 'deselected' and keeps each part's seconds."""
+  from benchmarks import run_times  # pylint: disable=g-import-not-at-top
+  output = ("bringing up nodes...\n.....s [100%]\n"
+            "SKIPPED [1] tests/x_test.py:87: could not import 'torch'\n"
+            "578 passed, 4 skipped, 1 warning in 407.94s (0:06:47)\n"
+            "............ [100%]\n12 passed, 608 deselected in 100.70s (0:01:40)\n"
+            "==== 1 failed, 2 passed, 3 warnings in 5.00s ====\n")
+  assert run_times.pytest_summary(output) == {
+      "tests": {"passed": 592, "skipped": 4, "warnings": 4, "failed": 1},
+      "pytest_s": [407.94, 100.70, 5.0]}
+
+
 @pytest.mark.slow  # two TwoMoon runs through main.py in fresh processes
 def test_run_times_times_each_run_of_a_case(env):
   (record,) = _run(env, "benchmarks.run_times", "--cases=twomoon_mpl", "--runs=2",
