@@ -8,8 +8,9 @@ machine and the load before, during and after.
 The `make_test` and `make_test_all` cases time the test targets as a contributor meets
 them: in a fresh clone of the repository's HEAD (its commit is in the record) whose .venv
 is built first, not timed; the record adds the tests pytest counted and each pytest
-part's own seconds. Their runs get a session of their own, so that the suite's processes
-(also those a test leaves running in the background) are not taken for other jobs.
+part's own seconds. Every run carries the benchmark's mark in its environment, so that
+the suite's processes (also those a test leaves running in the background, in a session
+of their own) are not taken for other jobs.
 
   .venv/bin/python -m benchmarks.run_times --runs=3 >> benchmarks/results/run_times.jsonl
   .venv/bin/python -m benchmarks.run_times --cases=digits_mpl --runs=1 --on_busy=run
@@ -63,18 +64,16 @@ def pytest_summary(output: str) -> dict:
 
 def run_once(args: list[str], cwd: str = ROOT) -> tuple[float, str]:
   """(seconds from start to exit, stdout) of one run in a fresh workdir; raises if it
-  fails. A `make` run gets a session of its own, registered as this benchmark's work."""
+  fails. The run's environment carries the benchmark's mark (`timing.own_env`), so that
+  its processes are its own work also when a test leaves one running in the background."""
   workdir = tempfile.mkdtemp(prefix="mpl_run_time_")
   try:
     command = ([sys.executable] if args[0] != "make" else []) + [
         a.replace("WORKDIR", workdir) for a in args]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = timing.own_env({**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     start = time.perf_counter()
     run = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True,
-                           start_new_session=args[0] == "make")
-    if args[0] == "make":
-      timing.own_session(run.pid)
+                           stderr=subprocess.PIPE, text=True)
     out, err = run.communicate()
     seconds = time.perf_counter() - start
     if run.returncode:

@@ -93,20 +93,28 @@ def load_average(path: str = "/proc/loadavg") -> list[float]:
     return [float(v) for v in os.getloadavg()]
 
 
-# Sessions of runs a benchmark started with `start_new_session=True` and registered with
-# `own_session`: every process in them is the benchmark's own work, also one that left
-# the tree of descendants (a test suite's background job whose parent exited).
-_OWN_SESSIONS: set[int] = set()
+# Put in the environment of the runs a benchmark starts (`own_env`): every process that
+# inherits it is the benchmark's own work, also one that left the tree of descendants (a
+# test suite's background job in a session of its own, whose parent exited).
+OWN_MARK = "MPL_BENCHMARK_RUN"
 
 
-def own_session(pid: int) -> None:
-  """Counts the session of `pid` (a child started in a new session) as this process's."""
-  _OWN_SESSIONS.add(os.getsid(pid))
+def own_env(env: dict[str, str] | None = None) -> dict[str, str]:
+  """`env` (default: this process's environment) marked as this benchmark's runs."""
+  return {**(os.environ if env is None else env), OWN_MARK: str(os.getpid())}
 
 
-def _cpu_ticks() -> dict[int, tuple[str, int, int, int]]:
-  """pid -> (name, CPU ticks of the process and of its finished children, parent pid,
-  session id)."""
+def _marked_own(pid: int) -> bool:
+  """Whether the process carries this benchmark's mark (unreadable: it does not)."""
+  try:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+      return f"{OWN_MARK}={os.getpid()}".encode() in f.read().split(b"\0")
+  except OSError:
+    return False
+
+
+def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
+  """pid -> (name, CPU ticks of the process and of its finished children, parent pid)."""
   ticks = {}
   try:
     entries = os.listdir("/proc")
@@ -120,9 +128,10 @@ def _cpu_ticks() -> dict[int, tuple[str, int, int, int]]:
         stat = f.read().decode("utf-8", errors="replace")
       name = stat[stat.index("(") + 1:stat.rindex(")")]
       fields = stat[stat.rindex(")") + 2:].split()
-      # utime + stime + cutime + cstime: a parent's short-lived children count too.
-      ticks[int(entry)] = (name, sum(int(v) for v in fields[11:15]), int(fields[1]),
-                           int(fields[3]))
+      # utime + stime + cutime + cstime: a parent's short-lived children count too, but
+      # not init's: it reaps every orphan, whose time was its own (and seen while it ran).
+      times = fields[11:15] if entry != "1" else fields[11:13]
+      ticks[int(entry)] = (name, sum(int(v) for v in times), int(fields[1]))
     except (OSError, ValueError, IndexError):
       continue  # gone, or not a process's stat line
   return ticks
@@ -131,24 +140,24 @@ def _cpu_ticks() -> dict[int, tuple[str, int, int, int]]:
 def busy_processes(interval: float = 1.0) -> list[dict[str, Any]]:
   """Other processes that used >= BUSY_CPU_SHARE of a core over `interval` seconds,
   busiest first. A process born during the interval counts with all its time. This
-  process, its descendants (the runs a benchmark starts itself) and the processes of the
-  sessions registered with `own_session` are not "other"."""
+  process, its descendants (the runs a benchmark starts itself) and the processes marked
+  by `own_env` are not "other"."""
   hz = os.sysconf("SC_CLK_TCK")
   first = _cpu_ticks()
   time.sleep(interval)
   second = _cpu_ticks()
   own = {os.getpid()}
   for _ in range(len(second)):  # descendants, however deep
-    grown = own | {pid for pid, (_, _, parent, _) in second.items() if parent in own}
+    grown = own | {pid for pid, (_, _, parent) in second.items() if parent in own}
     if grown == own:
       break
     own = grown
   busy = []
-  for pid, (name, ticks, _, session) in second.items():
-    if pid in own or session in _OWN_SESSIONS:
+  for pid, (name, ticks, _) in second.items():
+    if pid in own:
       continue
-    share = (ticks - first.get(pid, (name, 0, 0, 0))[1]) / hz / interval
-    if share >= BUSY_CPU_SHARE:
+    share = (ticks - first.get(pid, (name, 0, 0))[1]) / hz / interval
+    if share >= BUSY_CPU_SHARE and not _marked_own(pid):
       busy.append({"pid": pid, "name": name, "cores": round(share, 2)})
   return sorted(busy, key=lambda p: -p["cores"])
 

@@ -61,22 +61,35 @@ def test_the_benchmarks_own_runs_are_not_other_busy_processes(spinner):
     child.wait()
 
 
-def test_a_registered_session_is_the_benchmarks_own_work():
-  """A run started in a session of its own may leave a process that is no descendant of
-  the benchmark (its parent exited, as a test suite's background job does): it is seen as
-  another busy process until the session is registered with `own_session`."""
-  run = subprocess.Popen(["sh", "-c", f'{sys.executable} -c "while True: pass" '
-                          '>/dev/null 2>&1 & echo $!'], stdout=subprocess.PIPE, text=True,
-                         start_new_session=True)
-  orphan = int(run.communicate()[0].strip())
+def test_a_run_marked_as_the_benchmarks_stays_its_own_after_leaving_the_tree():
+  """A run may leave a process behind in a session of its own whose parent exited (as a
+  launch test's background job does): no descendant any more, it is still the
+  benchmark's own work when its environment has the mark of `own_env`; the same
+  process without the mark is another job."""
+  def orphan(env):
+    started = subprocess.run(["sh", "-c", f'{sys.executable} -c "while True: pass" '
+                              '>/dev/null 2>&1 & echo $!'], capture_output=True, text=True,
+                             check=True, env=env, start_new_session=True)
+    return int(started.stdout.strip())
+
+  marked, unmarked = orphan(timing.own_env()), orphan(dict(os.environ))
   try:
     time.sleep(0.3)
-    assert orphan in [p["pid"] for p in timing.busy_processes(1.0)]
-    timing.own_session(orphan)
-    assert orphan not in [p["pid"] for p in timing.busy_processes(1.0)]
+    assert marked not in _children(os.getpid())
+    busy = [p["pid"] for p in timing.busy_processes(1.0)]
+    assert unmarked in busy and marked not in busy
   finally:
-    timing._OWN_SESSIONS.discard(os.getsid(orphan))  # pylint: disable=protected-access
-    os.kill(orphan, signal.SIGKILL)
+    os.kill(marked, signal.SIGKILL)
+    os.kill(unmarked, signal.SIGKILL)
+
+
+def test_orphans_reaped_by_init_are_not_inits_work():
+  """init reaps every orphan and gets its CPU time as a finished child's: a benchmark's
+  own orphans ending must not make init look busy."""
+  code = "import time\nstart = time.time()\nwhile time.time() - start < 1.5: pass"
+  subprocess.run(["sh", "-c", f"{sys.executable} -c '{code}' >/dev/null 2>&1 &"],
+                 check=True, start_new_session=True)
+  assert 1 not in [p["pid"] for p in timing.busy_processes(3.0)]
 
 
 def _children(pid: int) -> list[int]:
